@@ -1,0 +1,151 @@
+"""The driver's control server: a thin, locked gRPC shell around :class:`Reservation`.
+
+Messages are JSON objects (gRPC generic handlers; no generated code). Every call must carry the cluster's
+secret in the ``authorization`` metadata; others get ``UNAUTHENTICATED`` before any handler runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+from ..errors import NodeFailure
+from .reservation import ABORT, NodeInfo, Phase, Reservation
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "tfos.Control"
+METHODS = ("Register", "GetSpec", "Heartbeat", "ReportExit")
+# Longest time one GetSpec call waits on the server; clients call again until their own deadline.
+LONG_POLL_SECS = 2.0
+
+
+def encode(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode(data: bytes):
+    return json.loads(data.decode()) if data else {}
+
+
+class _SecretInterceptor(grpc.ServerInterceptor):
+    """Refuses every call whose ``authorization`` metadata is not ``Bearer <secret>``."""
+
+    def __init__(self, secret: str) -> None:
+        self._expected = f"Bearer {secret}".encode()
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong tfos cluster secret")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, handler_call_details):
+        given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(given.encode(), self._expected):
+            return continuation(handler_call_details)
+        logger.warning("refused a control-plane call to %s without the cluster secret", handler_call_details.method)
+        return self._deny
+
+
+class ControlServicer:
+    """Serves the four control calls; every state change notifies long-polling callers."""
+
+    def __init__(self, reservation: Reservation) -> None:
+        self.reservation = reservation
+        self.changed = threading.Condition()
+
+    def Register(self, request, context):
+        info = NodeInfo(**request["node"])
+        with self.changed:
+            try:
+                command = self.reservation.register(info)
+            except ValueError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            self.changed.notify_all()
+            logger.debug("registered node %s at %s (%s)", info.worker_num, info.address, command)
+            return {"command": command, "abort_reason": self.reservation.abort_reason}
+
+    def GetSpec(self, request, context):
+        deadline = time.monotonic() + min(float(request.get("wait", LONG_POLL_SECS)), LONG_POLL_SECS)
+        with self.changed:
+            while True:
+                spec = self.reservation.cluster_spec()
+                failed = self.reservation.phase is Phase.FAILED
+                left = deadline - time.monotonic()
+                if spec is not None or failed or left <= 0:
+                    break
+                self.changed.wait(left)
+            return {
+                "cluster_spec": spec,
+                "command": ABORT if failed else "run",
+                "abort_reason": self.reservation.abort_reason,
+                "missing": self.reservation.missing(),
+            }
+
+    def Heartbeat(self, request, context):
+        with self.changed:
+            command = self.reservation.heartbeat(int(request["worker_num"]), request.get("progress"))
+            return {"command": command, "abort_reason": self.reservation.abort_reason}
+
+    def ReportExit(self, request, context):
+        failure = request.get("failure")
+        with self.changed:
+            self.reservation.report_exit(
+                int(request["worker_num"]), NodeFailure(**failure) if failure else None
+            )
+            self.changed.notify_all()
+            return {"command": self.reservation.command_for(int(request["worker_num"]))}
+
+
+class ControlServer:
+    """Runs a :class:`ControlServicer` on a gRPC server bound to ``host`` (port chosen by the OS).
+
+    Args:
+        reservation: the cluster state to serve.
+        secret: the cluster's secret; calls without it are refused.
+        host: the address to bind and advertise (the driver's address, not 0.0.0.0, unless asked).
+        max_workers: threads serving calls; each node holds at most one at a time.
+    """
+
+    def __init__(self, reservation: Reservation, secret: str, host: str, max_workers: int = 16) -> None:
+        self.servicer = ControlServicer(reservation)
+        self.host = host
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tfos-control"),
+            interceptors=[_SecretInterceptor(secret)],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                getattr(self.servicer, name), request_deserializer=decode, response_serializer=encode
+            )
+            for name in METHODS
+        }
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        bind_host = f"[{host}]" if ":" in host else host
+        self.port = self._server.add_insecure_port(f"{bind_host}:0")
+        if not self.port:
+            raise OSError(f"could not bind the tfos control server to {host}")
+        self.address = f"{bind_host}:{self.port}"
+
+    @property
+    def changed(self) -> threading.Condition:
+        return self.servicer.changed
+
+    @property
+    def reservation(self) -> Reservation:
+        return self.servicer.reservation
+
+    def start(self) -> str:
+        self._server.start()
+        logger.info("tfos control server listening on %s", self.address)
+        return self.address
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._server.stop(grace).wait(grace + 1)

@@ -1,0 +1,114 @@
+"""Entry point of a node's TF process: ``python -m tfos._node.child``.
+
+The supervisor starts this module with the environment already set (``TF_CONFIG``, ``TF_USE_LEGACY_KERAS``,
+``CUDA_VISIBLE_DEVICES``) and writes a pickled payload to its stdin. Only here are the user's function and
+arguments unpickled, so whatever they import (TensorFlow included) sees that environment.
+
+On an exception the child writes message, traceback, time and host as JSON to the error file the supervisor
+named, then exits 1. It exits when its parent (the supervisor) dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+ERROR_FILE_ENV = "TFOS_ERROR_FILE"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Exits this process when the supervisor dies: prctl where Linux has it, and a polling watchdog."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(70)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="tfos-parent-watch", daemon=True).start()
+
+
+def write_error(path: str | None, exc: BaseException) -> None:
+    """Records the exception for the supervisor (torchelastic's error-file idea)."""
+    if not path:
+        return
+    record = {
+        "message": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "time": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+
+
+def _build_context(fields: dict, tmp_fd: int | None):
+    from ..node import TFNodeContext
+
+    tmp_socket = socket.socket(fileno=tmp_fd) if tmp_fd is not None else None
+    return TFNodeContext(tmp_socket=tmp_socket, **fields)
+
+
+def main() -> int:
+    payload = pickle.loads(sys.stdin.buffer.read())
+    _die_with_parent(payload["parent_pid"])
+    # main_fun must not read the payload pipe; give it an empty stdin as a Spark task would have.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    error_file = os.environ.get(ERROR_FILE_ENV)
+    try:
+        import cloudpickle
+
+        if payload.get("sys_path"):
+            sys.path[:0] = [p for p in payload["sys_path"] if p not in sys.path]
+        if payload.get("chdir"):
+            os.chdir(payload["chdir"])
+        fn = cloudpickle.loads(payload["fn"])
+        args = cloudpickle.loads(payload["args"])
+        ctx = _build_context(payload["ctx"], payload.get("tmp_fd"))
+        if isinstance(args, list):
+            # TensorFlowOnSpark passes an argv list as sys.argv too, so argparse in main_fun works unchanged.
+            sys.argv = [str(a) for a in args]
+        result = fn(args, ctx)
+        del result
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code != 0:
+            write_error(error_file, exc)
+        return code
+    except BaseException as exc:  # noqa: BLE001 - everything the user code raises is reported
+        write_error(error_file, exc)
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: TF's background threads sometimes keep an orderly interpreter exit waiting forever.
+    os._exit(code)

@@ -1,0 +1,288 @@
+"""One TF node's supervisor: it reserves the port, registers with the driver, starts the TF process and
+watches it until it ends, then reports how it ended.
+
+It runs inside the Spark task (or, for ``driver_ps_nodes``, in a driver thread). The TF process is a child
+started with an explicit environment, so the supervisor's own ``os.environ`` (a reused PySpark worker's) is
+never changed.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable, Mapping
+
+from ..errors import NodeFailure
+from .._control.client import ClusterAborted, ControlClient
+from .._control.reservation import ABORT, STOP, NodeInfo
+from .child import ERROR_FILE_ENV
+from .tf_config import role_of, tf_config_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a node needs, built once on the driver and shipped to every task.
+
+    ``fn`` and ``args`` stay cloudpickled bytes here: they are unpickled only in the TF process, after its
+    environment is set, so that the user's imports (TensorFlow) see ``TF_CONFIG`` and friends.
+    """
+
+    cluster_id: str
+    control_address: str
+    secret: str
+    template: Mapping[str, list]
+    fn: bytes
+    args: bytes
+    default_fs: str = "file://"
+    working_dir: str = "."
+    log_dir: str | None = None
+    input_mode: int = 0
+    release_port: bool = True
+    legacy_keras: bool = True
+    heartbeat_interval: float = 1.0
+    reservation_timeout: float = 600.0
+    stop_grace_secs: float = 10.0
+    log_tail_lines: int = 100
+    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodePlace:
+    """Where a node runs, as seen from its Spark task."""
+
+    worker_num: int
+    host: str
+    executor_id: str = ""
+    attempt: int = 0
+    sys_path: tuple = ()
+    gpus: str | None = None  # CUDA_VISIBLE_DEVICES for the child; None leaves the inherited value
+
+
+def reserve_port(host: str) -> socket.socket:
+    """Binds a free port for the TF server and keeps it bound, so no other process can take it meanwhile.
+
+    TensorFlow's gRPC server does not set SO_REUSEPORT (measured: it fails to bind a port held that way), so
+    the hold ends just before the TF process starts (``release_port=True``, the default) or, with
+    ``release_port=False``, when main_fun calls ``ctx.release_port()`` right before starting its server.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind(("", 0))
+    return sock
+
+
+def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_config: str, error_file: str,
+              job_name: str, task_index: int) -> dict[str, str]:
+    """The TF process's environment: the executor's, plus what tfos sets (see ``TFCluster.run``'s docs)."""
+    env = dict(base)
+    env.update(spec.extra_env)
+    env["TF_CONFIG"] = tf_config
+    if spec.legacy_keras:
+        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if place.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = place.gpus
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*place.sys_path, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env[ERROR_FILE_ENV] = error_file
+    env["TFOS_WORKER_NUM"] = str(place.worker_num)
+    env["TFOS_JOB_NAME"] = job_name
+    env["TFOS_TASK_INDEX"] = str(task_index)
+    if spec.log_dir:
+        env["TFOS_LOG_DIR"] = spec.log_dir
+    return env
+
+
+class _OutputPump(threading.Thread):
+    """Copies the child's output lines to this process's stderr with a ``[worker:1]`` prefix; keeps a tail."""
+
+    def __init__(self, stream, prefix: str, keep: int, sink=None) -> None:
+        super().__init__(name=f"tfos-output-{prefix}", daemon=True)
+        self.stream = stream
+        self.prefix = prefix
+        self.tail: collections.deque[str] = collections.deque(maxlen=keep)
+        self.sink = sink or sys.stderr
+
+    def run(self) -> None:
+        for raw in iter(self.stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.tail.append(line)
+            try:
+                self.sink.write(f"[{self.prefix}] {line}\n")
+                self.sink.flush()
+            except (OSError, ValueError):
+                pass
+        self.stream.close()
+
+
+def _stop_process_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # grandchildren the user's code left behind in the group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read_error_file(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., ControlClient] = ControlClient
+             ) -> dict:
+    """Runs one TF node to the end. Returns a summary; failures are reported to the driver, not raised.
+
+    Returns:
+        ``{"worker_num", "role", "outcome": "ok"|"stopped"|"failed"|"aborted", "exit_code"}``.
+    """
+    job_name, task_index = role_of(spec.template, place.worker_num)
+    role = f"{job_name}:{task_index}"
+    sock = reserve_port(place.host)
+    port = sock.getsockname()[1]
+    info = NodeInfo(place.worker_num, place.host, port, place.executor_id, os.getpid(), place.attempt)
+    client = client_factory(spec.control_address, spec.secret)
+    summary = {"worker_num": place.worker_num, "role": role, "outcome": "failed", "exit_code": None}
+    try:
+        try:
+            client.register(info)
+            cluster_spec = client.wait_for_spec(spec.reservation_timeout)
+        except ClusterAborted as exc:
+            logger.info("node %s (%s) not started: %s", place.worker_num, role, exc)
+            summary["outcome"] = "aborted"
+            return summary
+        logger.info("node %s is %s at %s; cluster %s", place.worker_num, role, info.address, cluster_spec)
+        return _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, summary)
+    except Exception as exc:  # noqa: BLE001 - the driver must hear about anything that stops this node
+        failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
+                              message=f"tfos node supervisor failed: {type(exc).__name__}: {exc}")
+        try:
+            client.report_exit(place.worker_num, failure)
+        except Exception:  # noqa: BLE001 - the driver is gone; Spark reports the task failure instead
+            raise exc from None
+        return summary
+    finally:
+        sock.close()
+        client.close()
+
+
+def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, summary) -> dict:
+    role = summary["role"]
+    workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
+    error_file = os.path.join(workdir, "error.json")
+    env = child_env(os.environ, spec, place, tf_config_json(cluster_spec, job_name, task_index), error_file,
+                    job_name, task_index)
+    keep_fd = [] if spec.release_port else [sock.fileno()]
+    if spec.release_port:
+        sock.close()  # as late as possible: the TF process binds it moments from now
+    ctx_fields = {
+        "worker_num": place.worker_num, "job_name": job_name, "task_index": task_index,
+        "cluster_spec": cluster_spec, "defaultFS": spec.default_fs, "working_dir": spec.working_dir,
+        "log_dir": spec.log_dir, "host": place.host, "port": int(cluster_address_port(cluster_spec, job_name, task_index)),
+        "spark_executor_id": place.executor_id, "input_mode": spec.input_mode,
+    }
+    payload = {
+        "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "ctx": ctx_fields,
+        "sys_path": list(place.sys_path), "tmp_fd": keep_fd[0] if keep_fd else None,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfos._node.child"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, pass_fds=keep_fd, start_new_session=True, cwd=os.getcwd(),
+    )
+    pump = _OutputPump(proc.stdout, role, spec.log_tail_lines)
+    pump.start()
+    try:
+        proc.stdin.write(pickle.dumps(payload))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the child died at once; its exit status tells why
+    sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
+    try:
+        ended_by, reason = _watch(proc, client, place.worker_num, spec)
+    finally:
+        if proc.poll() is None:
+            _stop_process_group(proc, spec.stop_grace_secs)
+        pump.join(timeout=5)
+    code = proc.returncode
+    summary["exit_code"] = code
+    if ended_by == STOP or (code == 0 and ended_by is None):
+        client.report_exit(place.worker_num, None)
+        summary["outcome"] = "ok" if ended_by is None else "stopped"
+        return summary
+    record = _read_error_file(error_file)
+    tail = "\n".join(pump.tail)
+    if ended_by == ABORT:
+        failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
+                              exit_code=code if code and code > 0 else None,
+                              signal=-code if code and code < 0 else None,
+                              message=f"stopped because the cluster failed ({reason})", secondary=True)
+        summary["outcome"] = "aborted"
+    else:
+        failure = NodeFailure(
+            place.worker_num, role, place.host, place.executor_id, record.get("time", time.time()),
+            exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
+            message=record.get("message") or _describe_exit(code), traceback=record.get("traceback", ""),
+            log_tail=tail,
+        )
+    client.report_exit(place.worker_num, failure)
+    return summary
+
+
+def cluster_address_port(cluster_spec, job_name: str, task_index: int) -> str:
+    return cluster_spec[job_name][task_index].rsplit(":", 1)[1]
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"the TF process was killed by signal {-code} ({name})"
+    if code == 70:
+        return "the TF process exited because its supervisor went away"
+    return f"the TF process exited with code {code} without a Python traceback (a crash in native code?)"
+
+
+def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec
+           ) -> tuple[str | None, str]:
+    """Waits for the child, heartbeating; returns ``(None, "")`` when it ended by itself, else the command."""
+    next_beat = 0.0
+    while True:
+        try:
+            proc.wait(timeout=0.1)
+            return None, ""
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now >= next_beat:
+            command, reason = client.heartbeat(worker_num)
+            next_beat = now + spec.heartbeat_interval
+            if command in (ABORT, STOP):
+                logger.info("node %s: driver says %s (%s)", worker_num, command, reason)
+                _stop_process_group(proc, spec.stop_grace_secs if command == STOP else min(spec.stop_grace_secs, 3))
+                return command, reason

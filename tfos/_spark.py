@@ -1,0 +1,174 @@
+"""Everything tfos asks of the driver's Spark: the context, task slots, settings, and the node job.
+
+py4j errors are translated here, in one place. A Spark Connect session (no SparkContext) is recognised and
+refused with a clear error until tfos starts nodes through a DataFrame barrier stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from .errors import ConfigError, PlacementError
+
+logger = logging.getLogger(__name__)
+
+
+def spark_context(spark_or_sc: Any):
+    """Returns the SparkContext of a SparkContext or a classic SparkSession."""
+    from pyspark import SparkContext
+
+    if isinstance(spark_or_sc, SparkContext):
+        return spark_or_sc
+    sc = getattr(spark_or_sc, "sparkContext", None) if not _is_connect(spark_or_sc) else None
+    if sc is None:
+        if _is_connect(spark_or_sc):
+            raise ConfigError(
+                "TFCluster.run got a Spark Connect session, which has no SparkContext; this tfos version needs "
+                "a classic SparkContext or SparkSession (spark-submit, or SparkSession.builder.master(...))."
+            )
+        raise ConfigError(f"expected a SparkContext or SparkSession, got {type(spark_or_sc).__name__}")
+    return sc
+
+
+def _is_connect(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pyspark.sql.connect")
+
+
+def conf(sc, key: str, default: str | None = None) -> str | None:
+    return sc.getConf().get(key, default)
+
+
+def default_fs(sc) -> str:
+    """Spark's ``fs.defaultFS``, without the trailing slash of ``file:///``."""
+    fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
+    if fs.startswith("file:"):
+        return "file://"
+    return fs.rstrip("/")
+
+
+def task_slots(sc) -> int:
+    """How many tasks of the default resource profile Spark can run at once right now."""
+    jsc = sc._jsc.sc()
+    profile = jsc.resourceProfileManager().defaultResourceProfile()
+    return int(jsc.maxNumConcurrentTasks(profile))
+
+
+def executor_summary(sc) -> str:
+    """``executors: 2 (127.0.0.1 x2), cores per executor: 1, spark.task.cpus: 1, ...`` for error messages."""
+    try:
+        infos = sc._jsc.sc().statusTracker().getExecutorInfos()
+        hosts = sorted(info.host() for info in infos)
+        # The driver is listed too, except in local mode where it is the only "executor".
+        count = max(len(hosts) - 1, 0) if not sc.master.startswith("local[") and sc.master != "local" else 1
+    except Exception:  # noqa: BLE001 - only for messages
+        count, hosts = -1, []
+    return (
+        f"executors: {count}, master: {sc.master}, spark.executor.cores: {conf(sc, 'spark.executor.cores', 'default')}, "
+        f"spark.task.cpus: {conf(sc, 'spark.task.cpus', '1')}, "
+        f"spark.cores.max: {conf(sc, 'spark.cores.max', 'unset')}, "
+        f"dynamic allocation: {conf(sc, 'spark.dynamicAllocation.enabled', 'false')}"
+    )
+
+
+def check_placement(sc, nodes: int, wait: float, poll: float = 0.5) -> int:
+    """Waits up to ``wait`` seconds until Spark can run ``nodes`` tasks at once; returns the slot count.
+
+    Spark itself would retry a barrier stage that does not fit for minutes without saying why; this says it.
+
+    Raises:
+        PlacementError: dynamic allocation is on, or too few task slots after ``wait`` seconds.
+    """
+    if (conf(sc, "spark.dynamicAllocation.enabled", "false") or "false").lower() == "true":
+        raise PlacementError(
+            "Spark dynamic allocation is on, but a TF cluster needs all of its nodes at once and for its whole "
+            "life (barrier execution). Set spark.dynamicAllocation.enabled=false and request the executors "
+            f"up front (--num-executors {nodes})."
+        )
+    deadline = time.monotonic() + wait
+    while True:
+        slots = task_slots(sc)
+        if slots >= nodes or time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+    if slots < nodes:
+        raise PlacementError(
+            f"Spark can run {slots} task(s) at once but the TF cluster needs {nodes} nodes running together, "
+            f"waited {wait:.0f}s for more executors ({executor_summary(sc)}). Give the application more "
+            f"executors (--num-executors / spark.executor.instances, spark.cores.max, more workers), make "
+            f"spark.task.cpus fit spark.executor.cores, or lower num_executors. "
+            "Raise TFOS_SLOT_WAIT_TIMEOUT if executors are still starting."
+        )
+    return slots
+
+
+class NodeJob:
+    """Runs the node stage (one barrier task per TF node) on a driver thread and records how it ended.
+
+    Args:
+        sc: the SparkContext.
+        nodes: number of Spark tasks (TF nodes run by executors).
+        task_fn: the mapPartitions function (module-level, with its arguments bound).
+        tag: a Spark job tag, so the stage can be cancelled on its own.
+    """
+
+    def __init__(self, sc, nodes: int, task_fn: Callable, tag: str, on_done: Callable[[], None]) -> None:
+        self.sc = sc
+        self.nodes = nodes
+        self.task_fn = task_fn
+        self.tag = tag
+        self.results: list | None = None
+        self.error: BaseException | None = None
+        self._on_done = on_done
+        self.thread = threading.Thread(target=self._run, name=f"tfos-nodes-{tag}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.sc.addJobTag(self.tag)
+        try:
+            self.sc.setJobDescription(f"tfos: {self.nodes} TF nodes")
+            rdd = self.sc.parallelize(range(self.nodes), self.nodes).barrier().mapPartitions(self.task_fn)
+            self.results = rdd.collect()
+        except BaseException as exc:  # noqa: BLE001 - recorded for the driver thread to report
+            self.error = exc
+        finally:
+            try:
+                self.sc.removeJobTag(self.tag)
+            except Exception:  # noqa: BLE001 - the context may be stopping
+                pass
+            self._on_done()
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def cancel(self) -> None:
+        try:
+            self.sc.cancelJobsWithTag(self.tag)
+        except Exception as exc:  # noqa: BLE001 - the context may be gone already
+            logger.debug("cancelling tfos job %s: %s", self.tag, exc)
+
+    def join(self, timeout: float) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def error_text(self) -> str:
+        """The Spark failure as readable text: the Python traceback inside a py4j error when there is one."""
+        if self.error is None:
+            return ""
+        text = str(self.error)
+        marker = "Traceback (most recent call last)"
+        if marker in text:
+            start = text.index(marker)
+            end = text.find("\n\tat ", start)
+            text = text[start : end if end > 0 else None]
+        return text.strip()
+
+
+def bind(fn: Callable, *args) -> Callable:
+    """``functools.partial`` for task functions, named for Spark's UI."""
+    return functools.partial(fn, *args)

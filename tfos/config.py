@@ -1,0 +1,93 @@
+"""One home for tfos settings.
+
+Precedence: an argument of ``TFCluster.run`` > a ``TFOS_*`` environment variable > the default below.
+Environment variables are read once, when :func:`from_env` builds the config; nothing deeper reads them.
+
+=============================  ==========================  =========  ===================================================
+setting                        environment variable        default    meaning
+=============================  ==========================  =========  ===================================================
+reservation_timeout            TFOS_RESERVATION_TIMEOUT    600        seconds for every node to register with the driver
+slot_wait_timeout              TFOS_SLOT_WAIT_TIMEOUT      60         seconds to wait for enough Spark task slots
+heartbeat_interval             TFOS_HEARTBEAT_INTERVAL     1.0        seconds between a node's heartbeats
+node_lost_timeout              TFOS_NODE_LOST_TIMEOUT      30         seconds without a heartbeat before a node is lost
+stop_grace_secs                TFOS_STOP_GRACE_SECS        10         seconds between SIGTERM and SIGKILL of a TF process
+legacy_keras                   TFOS_LEGACY_KERAS           1          set TF_USE_LEGACY_KERAS=1 in the TF process
+control_host                   TFOS_CONTROL_HOST           (driver)   address the driver's control server binds to
+log_tail_lines                 TFOS_LOG_TAIL_LINES         100        lines of a TF process's output kept for reports
+=============================  ==========================  =========  ===================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Mapping
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_ENV_PREFIX = "TFOS_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Tunables shared by the driver and the nodes. Frozen and validated at construction."""
+
+    reservation_timeout: float = 600.0
+    slot_wait_timeout: float = 60.0
+    heartbeat_interval: float = 1.0
+    node_lost_timeout: float = 30.0
+    stop_grace_secs: float = 10.0
+    legacy_keras: bool = True
+    control_host: str = ""
+    log_tail_lines: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.stop_grace_secs < 0:
+            raise ConfigError(f"stop_grace_secs must be >= 0, got {self.stop_grace_secs}")
+        if self.node_lost_timeout < 3 * self.heartbeat_interval:
+            raise ConfigError(
+                f"node_lost_timeout ({self.node_lost_timeout}s) must be at least 3 heartbeats "
+                f"({3 * self.heartbeat_interval}s); raise TFOS_NODE_LOST_TIMEOUT or lower TFOS_HEARTBEAT_INTERVAL."
+            )
+        if self.log_tail_lines < 1:
+            raise ConfigError(f"log_tail_lines must be >= 1, got {self.log_tail_lines}")
+
+
+def _parse(field: dataclasses.Field, raw: str):
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{_ENV_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind}") from None
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Builds :class:`Settings` from ``TFOS_*`` variables, then explicit ``overrides`` (None = not given)."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for field in dataclasses.fields(Settings):
+        raw = environ.get(_ENV_PREFIX + field.name.upper())
+        if raw is not None:
+            values[field.name] = _parse(field, raw)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Settings)}
+    if unknown:
+        raise ConfigError(f"unknown settings: {sorted(unknown)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

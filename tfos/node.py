@@ -1,0 +1,179 @@
+"""What ``main_fun(args, ctx)`` sees on an executor: the node context.
+
+``ctx`` mirrors TensorFlowOnSpark's ``TFNodeContext``: ``executor_id``/``worker_num``, ``job_name``,
+``task_index``, ``cluster_spec``, ``num_workers``, ``defaultFS``, ``working_dir``, ``absolute_path()``,
+``release_port()``, ``export_saved_model()`` and (with ``InputMode.SPARK``) ``get_data_feed()``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import re
+import socket
+from typing import Any, Mapping
+
+from ._node.tf_config import make_tf_config, num_training_workers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TFNodeContext", "absolute_path"]
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def absolute_path(path: str, default_fs: str, working_dir: str, user: str | None = None) -> str:
+    """Resolves ``path`` against Spark's ``fs.defaultFS`` as TensorFlowOnSpark's ``TFNode.hdfs_path`` does.
+
+    A path with a scheme (``s3://``, ``hdfs://``, ``file://``, ...) is returned unchanged; an absolute path gets
+    the default file system's prefix; a relative one is resolved against the user's HDFS home
+    (``/user/<name>``) on HDFS-like file systems, or against ``working_dir`` on the local one.
+    """
+    if _SCHEME.match(path):
+        return path
+    fs = (default_fs or "file://").rstrip("/")
+    if fs == "file:":
+        fs = "file://"
+    if path.startswith("/"):
+        return fs + path
+    if fs.startswith(("hdfs://", "viewfs://")):
+        return f"{fs}/user/{user or getpass.getuser()}/{path}"
+    if fs.startswith("file://"):
+        return "file://" + os.path.join(os.path.abspath(working_dir), path)
+    return f"{fs}/{path}"
+
+
+class TFNodeContext:
+    """Metadata and helpers for one TF node, passed to ``main_fun`` as ``ctx``.
+
+    Attributes:
+        executor_id: the node's index in the TF cluster (TensorFlowOnSpark's name; same as ``worker_num``).
+        worker_num: the node's index in the TF cluster.
+        job_name: ``chief``, ``master``, ``worker``, ``ps`` or ``evaluator``.
+        task_index: the node's index within its job.
+        cluster_spec: ``{job: ["host:port", ...]}`` for the whole cluster (evaluator included).
+        num_workers: the number of chief/master/worker nodes.
+        defaultFS: Spark's ``fs.defaultFS``, e.g. ``file://`` or ``hdfs://namenode:8020``.
+        working_dir: the driver's working directory when the cluster started.
+        log_dir: the TensorBoard log directory given to ``TFCluster.run`` (None if none).
+        host: the address of this node.
+        port: the TF server port reserved for this node.
+        spark_executor_id: the Spark executor this node runs on ("driver" for ps nodes on the driver).
+        tf_config: this node's ``TF_CONFIG`` as a dict (also in ``os.environ["TF_CONFIG"]``).
+        tmp_socket: with ``release_port=False``, the socket that holds ``port`` until ``release_port()``.
+    """
+
+    def __init__(
+        self,
+        worker_num: int = 0,
+        job_name: str = "",
+        task_index: int = 0,
+        cluster_spec: Mapping[str, list] | None = None,
+        defaultFS: str = "file://",
+        working_dir: str = ".",
+        log_dir: str | None = None,
+        host: str = "",
+        port: int = 0,
+        spark_executor_id: str = "",
+        tmp_socket: socket.socket | None = None,
+        input_mode: int = 0,
+        feed: Any = None,
+    ) -> None:
+        self.worker_num = worker_num
+        self.executor_id = worker_num
+        self.job_name = job_name
+        self.task_index = task_index
+        self.cluster_spec = dict(cluster_spec or {})
+        self.num_workers = num_training_workers(self.cluster_spec)
+        self.defaultFS = defaultFS
+        self.default_fs = defaultFS
+        self.working_dir = working_dir
+        self.log_dir = log_dir
+        self.host = host
+        self.port = port
+        self.spark_executor_id = spark_executor_id
+        self.tmp_socket = tmp_socket
+        self.input_mode = input_mode
+        self._feed = feed
+
+    @property
+    def tf_config(self) -> dict:
+        raw = os.environ.get("TF_CONFIG")
+        if raw:
+            return json.loads(raw)
+        return make_tf_config(self.cluster_spec, self.job_name, self.task_index)
+
+    @property
+    def is_chief(self) -> bool:
+        """True on the node that should save models and write summaries (chief/master, else worker 0)."""
+        if self.job_name in ("chief", "master"):
+            return True
+        has_chief = any(job in self.cluster_spec for job in ("chief", "master"))
+        return self.job_name == "worker" and self.task_index == 0 and not has_chief
+
+    def absolute_path(self, path: str) -> str:
+        """Resolves ``path`` against ``defaultFS`` (see :func:`tfos.node.absolute_path`)."""
+        return absolute_path(path, self.defaultFS, self.working_dir)
+
+    def release_port(self) -> None:
+        """Releases the port reserved for this node's TF server (needed only with ``release_port=False``)."""
+        if self.tmp_socket is not None:
+            self.tmp_socket.close()
+            self.tmp_socket = None
+
+    def export_saved_model(self, model: Any, export_dir: str, *args: Any, **kwargs: Any) -> str | None:
+        """Saves ``model`` as a SavedModel on the chief only; other nodes write to a throwaway directory.
+
+        Under MultiWorkerMirroredStrategy every worker must take part in saving (the save runs collectives),
+        but only the chief's copy is kept. Returns the directory written by this node, or None if discarded.
+
+        Args:
+            model: a Keras model or a ``tf.Module``.
+            export_dir: where the chief writes the SavedModel (any path TensorFlow can write).
+        """
+        import shutil
+        import tempfile
+
+        import tensorflow as tf
+
+        if len(args) >= 2 or "signatures" in kwargs:
+            # TensorFlowOnSpark's TF1 form was (sess, export_dir, tag_set, signatures): not available in TF 2.
+            raise TypeError(
+                "export_saved_model(model, export_dir) takes a Keras model or tf.Module in tfos; the TF1 "
+                "(sess, export_dir, tag_set, signatures) form needs sessions, which TensorFlow 2 does not have."
+            )
+        target = export_dir if self.is_chief else tempfile.mkdtemp(prefix=f"tfos-export-{self.worker_num}-")
+        if _is_legacy_keras_model(model):
+            model.save(target)  # tf-keras writes a SavedModel to a path without a .keras/.h5 suffix
+        elif hasattr(model, "export"):
+            model.export(target)  # Keras 3
+        else:
+            tf.saved_model.save(model, target)
+        if not self.is_chief:
+            shutil.rmtree(target, ignore_errors=True)
+            return None
+        return target
+
+    def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
+                      input_mapping: Any = None):
+        """Returns the Spark data feed of this node (``InputMode.SPARK`` only)."""
+        if self._feed is None:
+            raise RuntimeError(
+                "ctx.get_data_feed() needs a cluster started with input_mode=TFCluster.InputMode.SPARK; "
+                "this one runs InputMode.TENSORFLOW, where main_fun reads its own data."
+            )
+        return self._feed(train_mode=train_mode, qname_in=qname_in, qname_out=qname_out,
+                          input_mapping=input_mapping)
+
+    def __repr__(self) -> str:
+        return (
+            f"TFNodeContext(worker_num={self.worker_num}, job_name={self.job_name!r}, task_index={self.task_index}, "
+            f"host={self.host!r}, port={self.port}, num_workers={self.num_workers})"
+        )
+
+
+def _is_legacy_keras_model(model: Any) -> bool:
+    module = type(model).__module__
+    return module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras"))

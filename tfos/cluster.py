@@ -113,8 +113,9 @@ class TFCluster:
     def _await_reservations(self, timeout: float) -> None:
         ok = self._wait(lambda: self._state.phase is not Phase.RESERVING, timeout)
         if self._state.phase is Phase.FAILED:
+            error = self._failed("The TF cluster failed while starting.")
             self._teardown()
-            raise ClusterFailedError(self._state.failures, "The TF cluster failed while starting.")
+            raise error
         if not ok:
             missing = self._state.missing()
             registered = len(self._state.expected) - len(missing)
@@ -158,7 +159,7 @@ class TFCluster:
         try:
             finished = self._wait(self._state.training_done, limit)
             if self._state.phase is Phase.FAILED:
-                raise ClusterFailedError(self._state.failures, "The TF cluster failed.")
+                raise self._failed("The TF cluster failed.")
             if not finished:
                 self._abort(f"shutdown timeout of {limit:.0f}s expired")
                 raise ShutdownTimeoutError(
@@ -175,7 +176,7 @@ class TFCluster:
             stop_wait = self._config.settings.stop_grace_secs + 3 * self._config.settings.heartbeat_interval + 10
             self._wait(self._state.finished, stop_wait)
             if self._state.phase is Phase.FAILED:
-                raise ClusterFailedError(self._state.failures, "A TF node failed while the cluster stopped.")
+                raise self._failed("A TF node failed while the cluster stopped.")
         except BaseException:
             self._abort("the driver stopped the cluster")
             raise
@@ -193,6 +194,24 @@ class TFCluster:
         return None
 
     # ----- internals -------------------------------------------------------------------------------------
+    def _failed(self, context: str) -> ClusterFailedError:
+        """The cluster failed: give the other nodes a moment to stop and report, then build the error."""
+        settings = self._config.settings
+        with self.server.changed:
+            deadline = time.monotonic() + settings.stop_grace_secs + 3 * settings.heartbeat_interval + 2
+            while not self._state.all_exited() and time.monotonic() < deadline and not self._job.done():
+                self.server.changed.wait(0.5)
+            return ClusterFailedError(list(self._state.failures), context)
+
+    def _await_tensorboard(self, timeout: float) -> None:
+        if self._wait(lambda: any(n["tb_port"] for n in self._state.node_table()), timeout):
+            url = self.tensorboard_url()
+            if url:
+                logger.info("TensorBoard running at: %s", url)
+                print(f"tfos: TensorBoard running at {url}", file=sys.stderr)
+                return
+        logger.warning("TensorBoard did not report its port within %.0fs; see the chief's executor log", timeout)
+
     def _running_roles(self) -> list[str]:
         with self.server.changed:
             return [f"{n.job_name}:{n.task_index}" for n in self._state.nodes.values() if not n.exited]
@@ -329,11 +348,6 @@ def run(
     template = make_template(num_executors, num_ps, master_node, eval_node)
     if driver_ps_nodes and not num_ps:
         raise ConfigError("driver_ps_nodes=True needs num_ps > 0")
-    if tensorboard:
-        raise ConfigError(
-            "tensorboard=True is not available in this tfos version yet; run `tensorboard --logdir <log_dir>` "
-            "yourself and have main_fun write summaries to ctx.log_dir."
-        )
     config = from_env(reservation_timeout=float(reservation_timeout), **settings)
     try:
         fn_bytes = cloudpickle.dumps(map_fun)
@@ -357,7 +371,7 @@ def run(
     spec = LaunchSpec(
         cluster_id=secrets.token_hex(8), control_address=address, secret=secret, template=template,
         fn=fn_bytes, args=args_bytes, default_fs=_spark.default_fs(sc), working_dir=os.getcwd(),
-        log_dir=log_dir, input_mode=input_mode, release_port=release_port, legacy_keras=config.legacy_keras,
+        log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port, legacy_keras=config.legacy_keras,
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
     )
@@ -384,6 +398,8 @@ def run(
         cluster._abort("the driver stopped while the cluster started")
         cluster._teardown()
         raise
+    if tensorboard:
+        cluster._await_tensorboard(timeout=10 * config.heartbeat_interval)
     return cluster
 
 

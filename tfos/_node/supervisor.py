@@ -49,6 +49,7 @@ class LaunchSpec:
     default_fs: str = "file://"
     working_dir: str = "."
     log_dir: str | None = None
+    tensorboard: bool = False
     input_mode: int = 0
     release_port: bool = True
     legacy_keras: bool = True
@@ -85,7 +86,7 @@ def reserve_port(host: str) -> socket.socket:
 
 
 def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_config: str, error_file: str,
-              job_name: str, task_index: int) -> dict[str, str]:
+              job_name: str, task_index: int, log_dir: str | None = None) -> dict[str, str]:
     """The TF process's environment: the executor's, plus what tfos sets (see ``TFCluster.run``'s docs)."""
     env = dict(base)
     env.update(spec.extra_env)
@@ -100,8 +101,8 @@ def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_co
     env["TFOS_WORKER_NUM"] = str(place.worker_num)
     env["TFOS_JOB_NAME"] = job_name
     env["TFOS_TASK_INDEX"] = str(task_index)
-    if spec.log_dir:
-        env["TFOS_LOG_DIR"] = spec.log_dir
+    if log_dir:
+        env["TFOS_LOG_DIR"] = log_dir
     return env
 
 
@@ -143,6 +144,27 @@ def _stop_process_group(proc: subprocess.Popen, grace: float) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def tensorboard_node(template: Mapping[str, list]) -> int:
+    """The node that runs TensorBoard: the chief (or master), else worker 0."""
+    for job in ("chief", "master", "worker"):
+        if template.get(job):
+            return template[job][0]
+    raise ValueError("no training node in the template")
+
+
+def start_tensorboard(log_dir: str, host: str) -> tuple[subprocess.Popen, int]:
+    """Starts the tensorboard package's server for ``log_dir`` on a free port of ``host``."""
+    os.makedirs(log_dir, exist_ok=True)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", log_dir, "--host", host, "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    return proc, port
 
 
 def _read_error_file(path: str) -> dict:
@@ -194,15 +216,22 @@ def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, su
     role = summary["role"]
     workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
     error_file = os.path.join(workdir, "error.json")
+    log_dir = spec.log_dir
+    board, progress = None, {}
+    if spec.tensorboard and place.worker_num == tensorboard_node(spec.template):
+        # TensorFlowOnSpark's default: a directory in the executor's working directory.
+        log_dir = log_dir or os.path.abspath(f"tensorboard_{place.worker_num}")
+        board, tb_port = start_tensorboard(log_dir, place.host)
+        progress = {"tb_port": tb_port, "tb_pid": board.pid}
     env = child_env(os.environ, spec, place, tf_config_json(cluster_spec, job_name, task_index), error_file,
-                    job_name, task_index)
+                    job_name, task_index, log_dir)
     keep_fd = [] if spec.release_port else [sock.fileno()]
     if spec.release_port:
         sock.close()  # as late as possible: the TF process binds it moments from now
     ctx_fields = {
         "worker_num": place.worker_num, "job_name": job_name, "task_index": task_index,
         "cluster_spec": cluster_spec, "defaultFS": spec.default_fs, "working_dir": spec.working_dir,
-        "log_dir": spec.log_dir, "host": place.host, "port": int(cluster_address_port(cluster_spec, job_name, task_index)),
+        "log_dir": log_dir, "host": place.host, "port": int(cluster_address_port(cluster_spec, job_name, task_index)),
         "spark_executor_id": place.executor_id, "input_mode": spec.input_mode,
     }
     payload = {
@@ -222,10 +251,12 @@ def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, su
         pass  # the child died at once; its exit status tells why
     sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
     try:
-        ended_by, reason = _watch(proc, client, place.worker_num, spec)
+        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress)
     finally:
         if proc.poll() is None:
             _stop_process_group(proc, spec.stop_grace_secs)
+        if board is not None:
+            _stop_process_group(board, 2.0)
         pump.join(timeout=5)
     code = proc.returncode
     summary["exit_code"] = code
@@ -268,7 +299,7 @@ def _describe_exit(code: int) -> str:
     return f"the TF process exited with code {code} without a Python traceback (a crash in native code?)"
 
 
-def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec
+def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec, progress: dict
            ) -> tuple[str | None, str]:
     """Waits for the child, heartbeating; returns ``(None, "")`` when it ended by itself, else the command."""
     next_beat = 0.0
@@ -280,7 +311,7 @@ def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec:
             pass
         now = time.monotonic()
         if now >= next_beat:
-            command, reason = client.heartbeat(worker_num)
+            command, reason = client.heartbeat(worker_num, progress)
             next_beat = now + spec.heartbeat_interval
             if command in (ABORT, STOP):
                 logger.info("node %s: driver says %s (%s)", worker_num, command, reason)

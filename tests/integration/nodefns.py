@@ -1,0 +1,52 @@
+"""main functions the integration tests run on TF nodes (pickled by value: executors cannot import tests/)."""
+
+import json
+import os
+import time
+
+
+def record_ctx(args, ctx):
+    """Writes what the node saw to ``args['out']/node{worker_num}.json``; service nodes then block."""
+    info = {
+        "worker_num": ctx.worker_num, "executor_id": ctx.executor_id, "job_name": ctx.job_name,
+        "task_index": ctx.task_index, "cluster_spec": ctx.cluster_spec, "num_workers": ctx.num_workers,
+        "tf_config": json.loads(os.environ["TF_CONFIG"]), "legacy": os.environ.get("TF_USE_LEGACY_KERAS"),
+        "default_fs": ctx.defaultFS, "abs": ctx.absolute_path("data"), "pid": os.getpid(),
+        "spark_executor_id": ctx.spark_executor_id, "port": ctx.port,
+    }
+    with open(os.path.join(args["out"], f"node{ctx.worker_num}.json"), "w") as f:
+        json.dump(info, f)
+    if ctx.job_name in ("ps", "evaluator") or args.get("block_all_service"):
+        time.sleep(3600)  # like server.join(): runs until the driver stops it
+
+
+def raise_on(args, ctx):
+    if ctx.worker_num == args["fail"]:
+        raise ValueError(f"boom on node {ctx.worker_num}")
+    time.sleep(args.get("others_sleep", 0))
+
+
+def sleep_and_mark(args, ctx):
+    with open(os.path.join(args["out"], f"pid{ctx.worker_num}"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(args["sleep"])
+
+
+def mwms_train(args, ctx):
+    """A small Keras model trained with MultiWorkerMirroredStrategy on synthetic data."""
+    import numpy as np
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    rng = np.random.default_rng(ctx.worker_num)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16 * ctx.num_workers)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.layers.Dense(16, activation="relu"), tf.keras.layers.Dense(2)])
+        model.compile(optimizer="adam", metrics=["accuracy"],
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds, epochs=2, steps_per_epoch=5, verbose=0)
+    with open(os.path.join(args["out"], f"steps{ctx.worker_num}.json"), "w") as f:
+        json.dump({"worker_num": ctx.worker_num, "job_name": ctx.job_name,
+                   "steps": int(model.optimizer.iterations.numpy()), "keras": type(model).__module__}, f)

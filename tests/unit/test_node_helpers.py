@@ -1,0 +1,60 @@
+"""ctx helpers, GPU mapping and the child's environment."""
+
+import os
+
+import pytest
+
+from tfos._node.gpus import visible_devices
+from tfos._node.supervisor import LaunchSpec, NodePlace, child_env
+from tfos.node import TFNodeContext, absolute_path
+
+
+@pytest.mark.parametrize(
+    "path, fs, expected",
+    [("s3://b/k", "hdfs://nn:8020", "s3://b/k"),
+     ("/data/x", "hdfs://nn:8020", "hdfs://nn:8020/data/x"),
+     ("data/x", "hdfs://nn:8020", "hdfs://nn:8020/user/alice/data/x"),
+     ("data/x", "file://", "file:///work/dir/data/x"),
+     ("/abs/x", "file://", "file:///abs/x"),
+     ("x", "s3a://bucket", "s3a://bucket/x")],
+)
+def test_absolute_path(path, fs, expected):
+    assert absolute_path(path, fs, "/work/dir", user="alice") == expected
+
+
+def test_context_fields_match_tensorflowonspark():
+    spec = {"ps": ["a:1"], "chief": ["b:2"], "worker": ["c:3", "d:4"], "evaluator": ["e:5"]}
+    ctx = TFNodeContext(worker_num=2, job_name="worker", task_index=0, cluster_spec=spec)
+    assert (ctx.executor_id, ctx.worker_num, ctx.num_workers) == (2, 2, 3)
+    assert not ctx.is_chief
+    assert TFNodeContext(job_name="chief", cluster_spec=spec).is_chief
+    assert TFNodeContext(job_name="worker", task_index=0, cluster_spec={"worker": ["a:1"]}).is_chief
+    with pytest.raises(RuntimeError, match="InputMode.SPARK"):
+        ctx.get_data_feed()
+
+
+@pytest.mark.parametrize(
+    "assigned, inherited, expected",
+    [(None, "0,1", None), ([], None, ""), (["1"], None, "1"), (["0", "1"], "4,5,6", "4,5"), (["1"], "7, 9", "9")],
+)
+def test_visible_devices(assigned, inherited, expected):
+    assert visible_devices(assigned, inherited) == expected
+
+
+def test_visible_devices_rejects_out_of_range():
+    with pytest.raises(ValueError, match="only sees CUDA_VISIBLE_DEVICES"):
+        visible_devices(["3"], "0,1")
+
+
+def test_child_env_is_a_new_dict_with_tf_settings():
+    base = {"PATH": "/bin", "PYTHONPATH": "/user/lib"}
+    spec = LaunchSpec("id", "h:1", "secret", {"worker": [0]}, b"", b"", log_dir="/logs", extra_env={"A": "1"})
+    env = child_env(base, spec, NodePlace(0, "h", sys_path=("/x",), gpus=""), '{"t": 1}', "/tmp/e", "worker", 0,
+                    "/logs")
+    assert env["TF_CONFIG"] == '{"t": 1}' and env["TF_USE_LEGACY_KERAS"] == "1"
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["PYTHONPATH"] == os.pathsep.join(["/x", "/user/lib"])
+    assert env["TFOS_LOG_DIR"] == "/logs" and env["A"] == "1" and "secret" not in env.values()
+    assert base == {"PATH": "/bin", "PYTHONPATH": "/user/lib"}
+    no_legacy = child_env({}, LaunchSpec("id", "h:1", "s", {}, b"", b"", legacy_keras=False),
+                          NodePlace(0, "h"), "{}", "/e", "worker", 0)
+    assert "TF_USE_LEGACY_KERAS" not in no_legacy and "CUDA_VISIBLE_DEVICES" not in no_legacy

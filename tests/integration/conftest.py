@@ -14,6 +14,7 @@ a session from one of them in a module- or session-scoped fixture; call ``spark_
 from __future__ import annotations
 
 import pathlib
+import subprocess
 from typing import Mapping
 
 import pytest
@@ -82,17 +83,36 @@ class SparkSessions:
             SparkContext._active_spark_context.stop()
         self.session = self.master = None
 
+    def shutdown(self) -> None:
+        """:meth:`stop`, then ends the driver's JVM too, so that no java process outlives the test run."""
+        from pyspark import SparkContext
+
+        self.stop()
+        gateway = SparkContext._gateway
+        if gateway is None:
+            return
+        SparkContext._gateway = SparkContext._jvm = None
+        gateway.shutdown()
+        proc = getattr(gateway, "proc", None)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
 
 _SESSIONS = SparkSessions()
 
 
 @pytest.fixture(scope="session")
 def spark_sessions():
-    """The process-wide :class:`SparkSessions` keeper; stops whatever session is left at the end of the run."""
+    """The process-wide :class:`SparkSessions` keeper; at the end of the run it stops Spark and the driver JVM."""
     try:
         yield _SESSIONS
     finally:
-        _SESSIONS.stop()
+        _SESSIONS.shutdown()
 
 
 @pytest.fixture(scope="session")

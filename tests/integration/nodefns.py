@@ -50,3 +50,23 @@ def mwms_train(args, ctx):
     with open(os.path.join(args["out"], f"steps{ctx.worker_num}.json"), "w") as f:
         json.dump({"worker_num": ctx.worker_num, "job_name": ctx.job_name,
                    "steps": int(model.optimizer.iterations.numpy()), "keras": type(model).__module__}, f)
+
+
+def bind_after_release(args, ctx):
+    """release_port=False: the port is held until ctx.release_port(), then free for main_fun's server."""
+    import socket
+
+    probe = socket.socket()
+    try:
+        probe.bind(("", ctx.port))
+        held = False
+    except OSError:
+        held = True
+    finally:
+        probe.close()
+    ctx.release_port()
+    server = socket.socket()
+    server.bind(("", ctx.port))
+    server.close()
+    with open(os.path.join(args["out"], f"bind{ctx.worker_num}.json"), "w") as f:
+        json.dump({"held": held, "bound_after_release": True}, f)

@@ -27,7 +27,8 @@ def _daemons_of(master_url):
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or ()) + " "
-        if "org.apache.spark.deploy." in cmd and (f"{master_url} " in cmd or f"--port {port} " in cmd):
+        if ("deploy.master.Master " in cmd and f"--port {port} " in cmd) or \
+                ("deploy.worker.Worker " in cmd and f"{master_url} " in cmd):
             found.append(proc)
     return _alive(found)
 

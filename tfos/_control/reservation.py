@@ -140,7 +140,9 @@ class Reservation:
         if self.phase is Phase.FAILED:
             return ABORT
         node = self.nodes.get(worker_num)
-        if self.phase in (Phase.STOPPING, Phase.DONE) and node is not None and node.job_name in self.service_jobs:
+        if self.phase in (Phase.STOPPING, Phase.DONE) and node is not None and (
+            node.job_name in self.service_jobs or node.exited
+        ):
             return STOP
         return RUN
 

@@ -250,19 +250,31 @@ def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, su
     except BrokenPipeError:
         pass  # the child died at once; its exit status tells why
     sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
+    watched = False
     try:
         ended_by, reason = _watch(proc, client, place.worker_num, spec, progress)
+        watched = True
     finally:
         if proc.poll() is None:
             _stop_process_group(proc, spec.stop_grace_secs)
-        if board is not None:
+        if board is not None and not watched:
             _stop_process_group(board, 2.0)
         pump.join(timeout=5)
-    code = proc.returncode
+    try:
+        return _report(spec, place, client, proc.returncode, ended_by, reason, error_file, pump, summary, board)
+    finally:
+        if board is not None:
+            _stop_process_group(board, 2.0)
+
+
+def _report(spec, place, client, code, ended_by, reason, error_file, pump, summary, board) -> dict:
+    role = summary["role"]
     summary["exit_code"] = code
     if ended_by == STOP or (code == 0 and ended_by is None):
         client.report_exit(place.worker_num, None)
         summary["outcome"] = "ok" if ended_by is None else "stopped"
+        if board is not None and ended_by is None:
+            _serve_until_stopped(client, place.worker_num, spec)
         return summary
     record = _read_error_file(error_file)
     tail = "\n".join(pump.tail)
@@ -285,6 +297,12 @@ def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, su
 
 def cluster_address_port(cluster_spec, job_name: str, task_index: int) -> str:
     return cluster_spec[job_name][task_index].rsplit(":", 1)[1]
+
+
+def _serve_until_stopped(client: ControlClient, worker_num: int, spec: LaunchSpec) -> None:
+    """Keeps this node's TensorBoard up after main_fun returned, until the driver shuts the cluster down."""
+    while client.heartbeat(worker_num)[0] not in (STOP, ABORT):
+        time.sleep(spec.heartbeat_interval)
 
 
 def _describe_exit(code: int) -> str:

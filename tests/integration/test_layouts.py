@@ -1,0 +1,88 @@
+"""Role layouts on a local-cluster master: chief, worker, ps, evaluator, ps on the driver, TensorBoard."""
+
+import json
+import os
+import urllib.request
+
+import cloudpickle
+import psutil
+import pytest
+
+import nodefns
+from tfos import TFCluster
+
+cloudpickle.register_pickle_by_value(nodefns)
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+
+
+def nodes(out, n):
+    return [json.load(open(os.path.join(out, f"node{i}.json"))) for i in range(n)]
+
+
+def test_ps_and_worker_ps_stopped_at_shutdown(spark_local_cluster, tmp_path):
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.record_ctx, {"out": str(tmp_path)}, 2,
+                            num_ps=1, stop_grace_secs=2)
+    assert [n["job_name"] for n in cluster.cluster_info] == ["ps", "worker"]
+    cluster.shutdown(timeout=120)
+    ps, worker = nodes(tmp_path, 2)
+    assert (ps["job_name"], ps["task_index"], worker["job_name"], worker["task_index"]) == ("ps", 0, "worker", 0)
+    assert worker["tf_config"]["cluster"] == {"ps": [ps["cluster_spec"]["ps"][0]], "worker": worker["cluster_spec"]["worker"]}
+    assert worker["tf_config"]["task"] == {"type": "worker", "index": 0}
+    assert worker["num_workers"] == 1 and worker["legacy"] == "1"
+    assert worker["executor_id"] == 1 and worker["spark_executor_id"] in ("0", "1")
+    assert worker["abs"] == "file://" + os.path.join(os.getcwd(), "data")
+    assert not psutil.pid_exists(ps["pid"])
+
+
+def test_chief_and_evaluator(spark_local_cluster, tmp_path):
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.record_ctx, {"out": str(tmp_path)}, 2,
+                            master_node="chief", eval_node=True, stop_grace_secs=2)
+    cluster.shutdown(timeout=120)
+    chief, evaluator = nodes(tmp_path, 2)
+    assert chief["tf_config"]["task"] == {"type": "chief", "index": 0}
+    assert evaluator["tf_config"]["task"] == {"type": "evaluator", "index": 0}
+    # TensorFlow wants the evaluator outside the training cluster; ctx.cluster_spec still lists it (TFoS did).
+    assert set(evaluator["tf_config"]["cluster"]) == set(chief["tf_config"]["cluster"]) == {"chief"}
+    assert set(evaluator["cluster_spec"]) == {"chief", "evaluator"} and chief["num_workers"] == 1
+
+
+def test_ps_nodes_on_the_driver(spark_local_cluster, tmp_path):
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.record_ctx, {"out": str(tmp_path)}, 3,
+                            num_ps=1, master_node="chief", driver_ps_nodes=True, stop_grace_secs=2)
+    cluster.shutdown(timeout=120)
+    ps, chief, worker = nodes(tmp_path, 3)
+    assert ps["spark_executor_id"] == "driver" and ps["job_name"] == "ps"
+    assert {chief["spark_executor_id"], worker["spark_executor_id"]} == {"0", "1"}
+    assert chief["tf_config"]["cluster"]["ps"] == ps["cluster_spec"]["ps"]
+
+
+def test_release_port_false_hands_the_socket_to_main_fun(spark_local_cluster, tmp_path):
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.bind_after_release, {"out": str(tmp_path)}, 2,
+                            release_port=False)
+    cluster.shutdown(timeout=120)
+    for i in range(2):
+        result = json.load(open(tmp_path / f"bind{i}.json"))
+        assert result == {"held": True, "bound_after_release": True}
+
+
+def test_tensorboard_on_the_chief(spark_local_cluster, tmp_path):
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.sleep_and_mark,
+                            {"out": str(tmp_path), "sleep": 8}, 2, master_node="chief", tensorboard=True,
+                            log_dir=str(tmp_path / "logs"))
+    url = cluster.tensorboard_url()
+    assert url and url.startswith("http://127.0.0.1:")
+    board_pid = next(n["tb_pid"] for n in cluster.cluster_info if n["job_name"] == "chief") or None
+    body = b""
+    for _ in range(60):
+        try:
+            body = urllib.request.urlopen(url, timeout=2).read()
+            break
+        except OSError:
+            import time
+
+            time.sleep(0.5)
+    assert b"TensorBoard" in body or b"tensorboard" in body
+    cluster.shutdown(timeout=120)
+    if board_pid:
+        assert not psutil.pid_exists(board_pid) or psutil.Process(board_pid).status() == psutil.STATUS_ZOMBIE

@@ -133,10 +133,7 @@ class TFNodeContext:
             model: a Keras model or a ``tf.Module``.
             export_dir: where the chief writes the SavedModel (any path TensorFlow can write).
         """
-        import shutil
-        import tempfile
-
-        import tensorflow as tf
+        from .compat import export_saved_model
 
         if len(args) >= 2 or "signatures" in kwargs:
             # TensorFlowOnSpark's TF1 form was (sess, export_dir, tag_set, signatures): not available in TF 2.
@@ -144,17 +141,7 @@ class TFNodeContext:
                 "export_saved_model(model, export_dir) takes a Keras model or tf.Module in tfos; the TF1 "
                 "(sess, export_dir, tag_set, signatures) form needs sessions, which TensorFlow 2 does not have."
             )
-        target = export_dir if self.is_chief else tempfile.mkdtemp(prefix=f"tfos-export-{self.worker_num}-")
-        if _is_legacy_keras_model(model):
-            model.save(target)  # tf-keras writes a SavedModel to a path without a .keras/.h5 suffix
-        elif hasattr(model, "export"):
-            model.export(target)  # Keras 3
-        else:
-            tf.saved_model.save(model, target)
-        if not self.is_chief:
-            shutil.rmtree(target, ignore_errors=True)
-            return None
-        return target
+        return export_saved_model(model, export_dir, self.is_chief)
 
     def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
                       input_mapping: Any = None):
@@ -172,8 +159,3 @@ class TFNodeContext:
             f"TFNodeContext(worker_num={self.worker_num}, job_name={self.job_name!r}, task_index={self.task_index}, "
             f"host={self.host!r}, port={self.port}, num_workers={self.num_workers})"
         )
-
-
-def _is_legacy_keras_model(model: Any) -> bool:
-    module = type(model).__module__
-    return module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras"))

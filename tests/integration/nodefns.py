@@ -70,3 +70,23 @@ def bind_after_release(args, ctx):
     server.close()
     with open(os.path.join(args["out"], f"bind{ctx.worker_num}.json"), "w") as f:
         json.dump({"held": held, "bound_after_release": True}, f)
+
+
+def tfos_style_main(args, ctx):
+    """Written against TensorFlowOnSpark's API: argparse args, ctx fields, compat export (import changed only)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfos import compat
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    x = np.random.default_rng(ctx.task_index).normal(size=(128, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(args.batch_size * ctx.num_workers)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(2)])
+        model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, verbose=0)
+    compat.export_saved_model(model, ctx.absolute_path(args.export_dir), ctx.job_name == "chief")
+    with open(os.path.join(args.out, f"tfos_style{ctx.worker_num}.json"), "w") as f:
+        json.dump({"job": ctx.job_name, "index": ctx.task_index, "steps": int(model.optimizer.iterations.numpy())}, f)

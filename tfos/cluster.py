@@ -133,6 +133,13 @@ class TFCluster:
         for node in self.cluster_info:
             logger.info("TF node %(worker_num)s: %(job_name)s:%(task_index)s at %(addr)s "
                         "(Spark executor %(spark_executor_id)s)", node)
+        shared = _shared_executors(self.cluster_info)
+        if shared:
+            logger.warning(
+                "several TF nodes share a Spark executor (%s): they compete for its cores and memory. Give each "
+                "executor one task slot (spark.task.cpus = spark.executor.cores) to get one node per executor.",
+                shared,
+            )
 
     # ----- public API ------------------------------------------------------------------------------------
     def shutdown(self, ssc: Any = None, grace_secs: float = 0, timeout: float = 259200) -> None:
@@ -401,6 +408,16 @@ def run(
     if tensorboard:
         cluster._await_tensorboard(timeout=10 * config.heartbeat_interval)
     return cluster
+
+
+def _shared_executors(cluster_info: list[dict]) -> dict[str, list[int]]:
+    """``{executor id: [worker_num, ...]}`` for executors that host more than one node."""
+    by_executor: dict[str, list[int]] = {}
+    for node in cluster_info:
+        if node["spark_executor_id"] and node["spark_executor_id"] != "driver":
+            key = f"{node['host']}/{node['spark_executor_id']}"
+            by_executor.setdefault(key, []).append(node["worker_num"])
+    return {key: nums for key, nums in by_executor.items() if len(nums) > 1}
 
 
 def _notify(server: ControlServer) -> None:

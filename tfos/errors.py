@@ -108,6 +108,8 @@ class NodeFailure:
         return ""
 
     def where(self) -> str:
+        if self.worker_num < 0:  # seen by the driver, not by a node: "driver", "spark job"
+            return self.role or "driver"
         parts = [f"node {self.worker_num}"]
         if self.role:
             parts.append(self.role)

@@ -24,10 +24,14 @@ from tfos.standalone import StandaloneCluster
 _HERE = pathlib.Path(__file__).parent.resolve()
 
 LOCAL_CLUSTER_MASTER = "local-cluster[2,1,1024]"
+# C1-only JIT and the serial GC: much less CPU for JVM start-up on a small, shared test machine.
+_LIGHT_JVM = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 DRIVER_CONF = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.ui.enabled": "false",
+    "spark.driver.extraJavaOptions": _LIGHT_JVM,
+    "spark.executor.extraJavaOptions": _LIGHT_JVM,
 }
 STANDALONE_CONF = {
     "spark.executor.memory": "1g",

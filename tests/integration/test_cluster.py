@@ -95,3 +95,21 @@ def test_spark_mode_says_not_yet(spark_standalone):
     sc = spark_standalone.sparkContext
     with pytest.raises(ConfigError, match="InputMode.SPARK"):
         TFCluster.run(sc, nodefns.raise_on, {}, 2, input_mode=TFCluster.InputMode.SPARK)
+
+
+def test_killed_supervisor_takes_its_tf_process_along(spark_standalone, tmp_path):
+    cluster = TFCluster.run(spark_standalone.sparkContext, nodefns.sleep_and_mark,
+                            {"out": str(tmp_path), "sleep": 120}, 2)
+    pid_file = tmp_path / "pid1"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child = psutil.Process(int(pid_file.read_text()))
+    supervisor = next(n["pid"] for n in cluster.cluster_info if n["worker_num"] == 1)
+    os.kill(supervisor, signal.SIGKILL)  # the PySpark worker running node 1's supervisor
+    killed_at = time.monotonic()
+    child.wait(timeout=10)  # PR_SET_PDEATHSIG: the TF process does not outlive its supervisor
+    with pytest.raises(ClusterFailedError, match=r"(?s)Root cause \(first observed failure\): spark job.*"
+                       r"the Spark stage running the TF nodes failed"):
+        cluster.shutdown(timeout=120)
+    assert time.monotonic() - killed_at < 30

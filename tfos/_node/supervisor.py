@@ -42,10 +42,10 @@ class LaunchSpec:
 
     cluster_id: str
     control_address: str
-    secret: str
-    template: Mapping[str, list]
-    fn: bytes
-    args: bytes
+    secret: str = dataclasses.field(repr=False)
+    template: Mapping[str, list] = dataclasses.field(default_factory=dict)
+    fn: bytes = dataclasses.field(default=b"", repr=False)
+    args: bytes = dataclasses.field(default=b"", repr=False)
     default_fs: str = "file://"
     working_dir: str = "."
     log_dir: str | None = None

@@ -21,7 +21,7 @@ os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 os.environ["TFOS_TEST_RUN_ID"] = uuid.uuid4().hex
 
-_TF_CHILD = "tfos._node.child"
+_TF_CHILD = "tfos._node."  # the TF process (child) and the detached supervisor (detached)
 # Long-lived Spark machinery that session fixtures own and Spark itself starts lazily (driver JVM, standalone
 # daemons, executors, PySpark's worker daemon and its forks); never reported as left over by a single test.
 _SPARK_INFRA = ("pyspark-shell", "org.apache.spark.deploy.", "org.apache.spark.executor.", "pyspark.daemon",

@@ -105,25 +105,27 @@ def check_placement(sc, nodes: int, wait: float, poll: float = 0.5) -> int:
     return slots
 
 
-class NodeJob:
-    """Runs the node stage (one barrier task per TF node) on a driver thread and records how it ended.
+class BackgroundJob:
+    """Runs a Spark action on a driver thread, under its own job tag, and records how it ended.
 
     Args:
         sc: the SparkContext.
-        nodes: number of Spark tasks (TF nodes run by executors).
-        task_fn: the mapPartitions function (module-level, with its arguments bound).
-        tag: a Spark job tag, so the stage can be cancelled on its own.
+        action: runs the Spark job and returns its collected results.
+        tag: a Spark job tag, so the job can be cancelled on its own.
+        description: shown in Spark's UI.
+        on_done: called when the job ended, either way.
     """
 
-    def __init__(self, sc, nodes: int, task_fn: Callable, tag: str, on_done: Callable[[], None]) -> None:
+    def __init__(self, sc, action: Callable[[], list], tag: str, description: str,
+                 on_done: Callable[[], None]) -> None:
         self.sc = sc
-        self.nodes = nodes
-        self.task_fn = task_fn
+        self.action = action
         self.tag = tag
+        self.description = description
         self.results: list | None = None
         self.error: BaseException | None = None
         self._on_done = on_done
-        self.thread = threading.Thread(target=self._run, name=f"tfos-nodes-{tag}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"tfos-job-{tag}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -131,9 +133,8 @@ class NodeJob:
     def _run(self) -> None:
         self.sc.addJobTag(self.tag)
         try:
-            self.sc.setJobDescription(f"tfos: {self.nodes} TF nodes")
-            rdd = self.sc.parallelize(range(self.nodes), self.nodes).barrier().mapPartitions(self.task_fn)
-            self.results = rdd.collect()
+            self.sc.setJobDescription(self.description)
+            self.results = self.action()
         except BaseException as exc:  # noqa: BLE001 - recorded for the driver thread to report
             self.error = exc
         finally:
@@ -167,6 +168,11 @@ class NodeJob:
             end = text.find("\n\tat ", start)
             text = text[start : end if end > 0 else None]
         return text.strip()
+
+
+def node_stage(sc, nodes: int, task_fn: Callable) -> Callable[[], list]:
+    """The action that runs one barrier task per TF node."""
+    return lambda: sc.parallelize(range(nodes), nodes).barrier().mapPartitions(task_fn).collect()
 
 
 def bind(fn: Callable, *args) -> Callable:

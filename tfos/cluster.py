@@ -16,6 +16,7 @@ node's failure stops all the others and is raised on the driver with its traceba
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import secrets
@@ -29,6 +30,9 @@ from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
 from ._node.spark_task import local_address_towards, node_partition
 from ._node.supervisor import LaunchSpec, NodePlace, run_node
+from ._feed import client as feed
+from ._feed.client import FeedError, FeedTarget
+from ._feed.plan import make_plan
 from ._node.tf_config import make_template
 from .config import Settings, from_env
 from .errors import (
@@ -68,7 +72,7 @@ class TFCluster:
         server: the control server.
     """
 
-    def __init__(self, sc, config: "_RunConfig", server: ControlServer, job: _spark.NodeJob,
+    def __init__(self, sc, config: "_RunConfig", server: ControlServer, job: _spark.BackgroundJob,
                  driver_nodes: list[threading.Thread]) -> None:
         self.sc = sc
         self._config = config
@@ -98,12 +102,12 @@ class TFCluster:
     def _state(self) -> Reservation:
         return self.server.reservation
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Waits until ``predicate()`` (evaluated under the control lock) or the cluster failed."""
+    def _wait(self, predicate: Callable[[], bool], timeout: float | None, until_failed: bool = True) -> bool:
+        """Waits until ``predicate()`` (evaluated under the control lock) or, if ``until_failed``, a failure."""
         deadline = None if timeout is None else time.monotonic() + timeout
         cond = self.server.changed
         with cond:
-            while not (predicate() or self._state.phase is Phase.FAILED):
+            while not (predicate() or (until_failed and self._state.phase is Phase.FAILED)):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -161,9 +165,13 @@ class TFCluster:
         if ssc is not None:
             raise ConfigError("shutdown(ssc=...) needs Spark Streaming DStreams, which Spark 4 removed.")
         if self._closed:
+            if self._state.phase is Phase.FAILED:  # already torn down by a failed train()
+                raise ClusterFailedError(self._state.failures, "The TF cluster failed.")
             return
         limit = None if timeout is None or timeout < 0 else float(timeout)
         try:
+            if self.input_mode == InputMode.SPARK:
+                feed.end_feed(self._feed_addresses(), self._config.spec.secret)
             finished = self._wait(self._state.training_done, limit)
             if self._state.phase is Phase.FAILED:
                 raise self._failed("The TF cluster failed.")
@@ -191,6 +199,89 @@ class TFCluster:
             self._teardown()
         logger.info("TF cluster %s finished", self.cluster_id)
 
+    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input") -> None:
+        """Feeds an RDD or DataFrame to the training nodes, ``num_epochs`` times (InputMode.SPARK only).
+
+        Equal-steps policy: the rows are counted per partition first, then each epoch's rows (in partition
+        order) are split into equal contiguous ranges, one per chief/worker node; the last ``rows % nodes``
+        rows are not fed. Every node thus gets the same number of rows per epoch, so ``model.fit`` takes the
+        same number of steps on every worker, however uneven the partitions. Data that is not cached is
+        persisted (memory and disk) for the count and the epochs, then unpersisted.
+
+        Args:
+            dataRDD: an RDD (rows travel pickled in chunks) or a DataFrame (rows travel as Arrow batches).
+            num_epochs: times to feed the data; 0 means 10, as in TensorFlowOnSpark.
+            feed_timeout: seconds a feeding task may wait on a node that does not take rows.
+            qname: accepted for compatibility.
+
+        Raises:
+            ClusterFailedError: a node failed while being fed (its root cause, not the feeding task's error).
+            FeedError: feeding failed for another reason.
+        """
+        self._require_spark_mode("train")
+        if num_epochs < 0:
+            raise ConfigError(f"num_epochs must be >= 0, got {num_epochs}")
+        epochs = num_epochs or 10
+        addresses = self._feed_addresses()
+        is_df = _is_dataframe(dataRDD)
+        cached = dataRDD.is_cached
+        data = dataRDD if cached else dataRDD.persist(_storage_level())
+        try:
+            counts = self._partition_counts(data, is_df)
+            plan = make_plan(counts, len(addresses))
+            if plan.quota == 0:
+                raise ConfigError(f"train() got {sum(counts)} rows for {len(addresses)} training nodes: each node "
+                                  "needs at least one row per epoch")
+            logger.info("feeding %d epoch(s) of %d rows: %d rows per node per epoch, %d rows per epoch not fed "
+                        "(equal rows per node)", epochs, sum(counts), plan.quota, plan.dropped)
+            for epoch in range(epochs):
+                target = FeedTarget(tuple(addresses), self._config.spec.secret, plan.segments, plan.quota,
+                                    epoch, self._config.settings.feed_chunk_rows, float(feed_timeout))
+                if is_df:
+                    fn = _spark.bind(feed.train_arrow, target)
+                    action = lambda fn=fn: data.mapInArrow(fn, "stopped long, sent long").collect()
+                    stopped = lambda rows: all(r.sent and r.stopped == r.sent for r in rows if r.sent)
+                else:
+                    fn = _spark.bind(feed.train_rows, target)
+                    action = lambda fn=fn: data.mapPartitions(fn).collect()
+                    stopped = lambda rows: all(o == "stopped" for r in rows for o in json.loads(r)["outcomes"])
+                results = self._run_feed_job(action, f"tfos: feed epoch {epoch + 1}/{epochs}")
+                if stopped(results):
+                    logger.info("the TF nodes terminated the feed during epoch %d", epoch + 1)
+                    break
+        finally:
+            if not cached:
+                data.unpersist()
+
+    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input", schema: Any = None):
+        """Scores an RDD or DataFrame on the training nodes (InputMode.SPARK only); lazy, like any Spark transform.
+
+        Each partition goes whole to one node (``partition % nodes``), whose main_fun reads it with
+        ``feed.next_batch`` and answers with ``feed.batch_results``: one result per row, in input order.
+
+        Args:
+            dataRDD: an RDD, or a DataFrame (which then needs ``schema``).
+            schema: the result DataFrame's schema (``StructType`` or DDL string); results are tuples, dicts
+                or, for one column, plain values.
+
+        Returns:
+            An RDD of results, or a DataFrame for a DataFrame input.
+        """
+        self._require_spark_mode("inference")
+        addresses = tuple(self._feed_addresses())
+        secret, timeout = self._config.spec.secret, float(feed_timeout)
+        if not _is_dataframe(dataRDD):
+            chunk = self._config.settings.feed_chunk_rows
+            return dataRDD.mapPartitions(_spark.bind(feed.infer_rows, addresses, secret, timeout, chunk))
+        if schema is None:
+            raise ConfigError("inference(DataFrame) needs schema=, the schema of the results "
+                              "(e.g. 'prediction long')")
+        from pyspark.sql.types import StructType, _parse_datatype_string
+
+        struct = schema if isinstance(schema, StructType) else _parse_datatype_string(schema)
+        fn = _spark.bind(feed.infer_arrow, addresses, secret, timeout, struct.json())
+        return dataRDD.mapInArrow(fn, struct)
+
     def tensorboard_url(self) -> str | None:
         """The URL of the TensorBoard started with ``tensorboard=True``, else None."""
         with self.server.changed:
@@ -201,6 +292,44 @@ class TFCluster:
         return None
 
     # ----- internals -------------------------------------------------------------------------------------
+    def _require_spark_mode(self, what: str) -> None:
+        if self.input_mode != InputMode.SPARK:
+            raise ConfigError(f"TFCluster.{what}() needs a cluster started with input_mode=InputMode.SPARK")
+        if self._closed:
+            raise ConfigError(f"TFCluster.{what}() called after shutdown()")
+
+    def _feed_addresses(self) -> list[str]:
+        """Feed addresses of the nodes that take data (chief/master/worker), in node order."""
+        return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
+
+    def _partition_counts(self, data, is_df: bool) -> list[int]:
+        if is_df:
+            rows = self._run_feed_job(
+                lambda: data.mapInArrow(feed.count_arrow, "partition int, rows long").collect(), "tfos: count rows")
+            counts = dict((r.partition, r.rows) for r in rows)
+            return [counts.get(i, 0) for i in range(max(counts, default=-1) + 1)]
+        pairs = self._run_feed_job(lambda: data.mapPartitionsWithIndex(feed.count_rows).collect(), "tfos: count rows")
+        return [n for _, n in sorted(pairs)]
+
+    def _run_feed_job(self, action: Callable[[], list], description: str) -> list:
+        """Runs a Spark job that talks to the nodes; a node failure cancels it and raises the root cause."""
+        job = _spark.BackgroundJob(self.sc, action, f"tfos-feed-{secrets.token_hex(4)}", description,
+                                   on_done=lambda: _notify(self.server))
+        job.start()
+        self._wait(job.done, None)
+        if self._state.phase is not Phase.FAILED and job.error is not None:
+            # A node that died makes its feeding tasks fail first; wait briefly for its own report.
+            self._wait(lambda: False, 3 * self._config.settings.heartbeat_interval + 2)
+        if self._state.phase is Phase.FAILED:
+            job.cancel()
+            job.join(30)
+            error = self._failed(f"A TF node failed during '{description}'.")
+            self._teardown()
+            raise error
+        if job.error is not None:
+            raise FeedError(f"'{description}' failed: {job.error_text()}") from job.error
+        return job.results or []
+
     def _failed(self, context: str) -> ClusterFailedError:
         """The cluster failed: give the other nodes a moment to stop and report, then build the error."""
         settings = self._config.settings
@@ -242,6 +371,12 @@ class TFCluster:
             self._job.join(30)
         for thread in self._driver_nodes:
             thread.join(wait)
+        if self.input_mode == InputMode.SPARK:
+            # The nodes outlive the node stage: keep answering their heartbeats until they have stopped.
+            with self.server.changed:
+                self._state.request_stop()
+                self.server.changed.notify_all()
+            self._wait(self._state.all_exited, wait, until_failed=False)
         self.server.stop()
 
     def _monitor(self) -> None:
@@ -251,7 +386,8 @@ class TFCluster:
             with self.server.changed:
                 state = self._state
                 lost = state.check_lost()
-                if self._job.done() and not state.finished() and not state.training_done():
+                ended_early = self._job.done() and (self._job.error is not None or self.input_mode != InputMode.SPARK)
+                if ended_early and not state.finished() and not state.training_done():
                     text = self._job.error_text() or "the Spark job running the TF nodes ended before they did"
                     state.abort(NodeFailure(-1, "spark job", time=time.time(),
                                             message=f"the Spark stage running the TF nodes failed: {text}"))
@@ -318,7 +454,8 @@ def run(
         num_executors: number of TF nodes (each needs a Spark task slot, all at once).
         num_ps: number of parameter-server nodes.
         tensorboard: start TensorBoard on the chief's executor (logs in ``log_dir``).
-        input_mode: ``InputMode.TENSORFLOW`` (``InputMode.SPARK`` is not available in this version).
+        input_mode: ``InputMode.TENSORFLOW`` (main_fun reads its data) or ``InputMode.SPARK`` (feed it with
+            ``cluster.train`` / ``cluster.inference``).
         log_dir: TensorBoard log directory, also given to ``map_fun`` as ``ctx.log_dir``.
         driver_ps_nodes: run the ps nodes on the driver instead of executors (for testing).
         master_node: ``"chief"`` or ``"master"`` to give the first non-ps node that role; None for all workers.
@@ -343,18 +480,15 @@ def run(
     sc = _spark.spark_context(sc)
     if not callable(map_fun):
         raise ConfigError(f"map_fun must be callable, got {type(map_fun).__name__}")
-    if input_mode == InputMode.SPARK:
-        raise ConfigError(
-            "InputMode.SPARK (feeding RDDs/DataFrames into TF) is not available in this tfos version yet; use "
-            "InputMode.TENSORFLOW and read TFRecords in main_fun (see examples/mnist/mnist_tf.py)."
-        )
-    if input_mode != InputMode.TENSORFLOW:
+    if input_mode not in (InputMode.TENSORFLOW, InputMode.SPARK):
         raise ConfigError(f"input_mode must be InputMode.TENSORFLOW or InputMode.SPARK, got {input_mode!r}")
     if not isinstance(num_executors, int) or isinstance(num_executors, bool):
         raise ConfigError(f"num_executors must be an int, got {num_executors!r}")
     template = make_template(num_executors, num_ps, master_node, eval_node)
     if driver_ps_nodes and not num_ps:
         raise ConfigError("driver_ps_nodes=True needs num_ps > 0")
+    if driver_ps_nodes and input_mode != InputMode.TENSORFLOW:
+        raise ConfigError("driver_ps_nodes=True is only supported with InputMode.TENSORFLOW")
     config = from_env(reservation_timeout=float(reservation_timeout), **settings)
     try:
         fn_bytes = cloudpickle.dumps(map_fun)
@@ -387,8 +521,9 @@ def run(
                 spec.cluster_id, num_executors, template, slots, address, config)
 
     offset = num_ps if driver_ps_nodes else 0
-    job = _spark.NodeJob(sc, spark_nodes, _spark.bind(node_partition, spec, offset), f"tfos-{spec.cluster_id}",
-                         on_done=lambda: _notify(server))
+    job = _spark.BackgroundJob(sc, _spark.node_stage(sc, spark_nodes, _spark.bind(node_partition, spec, offset)),
+                               f"tfos-{spec.cluster_id}", f"tfos: {spark_nodes} TF nodes",
+                               on_done=lambda: _notify(server))
     driver_nodes = [
         threading.Thread(target=run_node, args=(spec, NodePlace(i, host, "driver", 0, tuple(sys.path))),
                          name=f"tfos-driver-ps-{i}", daemon=True)
@@ -408,6 +543,16 @@ def run(
     if tensorboard:
         cluster._await_tensorboard(timeout=10 * config.heartbeat_interval)
     return cluster
+
+
+def _is_dataframe(data: Any) -> bool:
+    return hasattr(data, "mapInArrow") and hasattr(data, "schema")
+
+
+def _storage_level():
+    from pyspark import StorageLevel
+
+    return StorageLevel.MEMORY_AND_DISK
 
 
 def _shared_executors(cluster_info: list[dict]) -> dict[str, list[int]]:

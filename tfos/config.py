@@ -14,6 +14,7 @@ stop_grace_secs                TFOS_STOP_GRACE_SECS        10         seconds be
 legacy_keras                   TFOS_LEGACY_KERAS           1          set TF_USE_LEGACY_KERAS=1 in the TF process
 control_host                   TFOS_CONTROL_HOST           (driver)   address the driver's control server binds to
 log_tail_lines                 TFOS_LOG_TAIL_LINES         100        lines of a TF process's output kept for reports
+feed_chunk_rows                TFOS_FEED_CHUNK_ROWS        1024       RDD rows sent per feed message (InputMode.SPARK)
 =============================  ==========================  =========  ===================================================
 """
 
@@ -43,6 +44,7 @@ class Settings:
     legacy_keras: bool = True
     control_host: str = ""
     log_tail_lines: int = 100
+    feed_chunk_rows: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
@@ -55,6 +57,8 @@ class Settings:
                 f"node_lost_timeout ({self.node_lost_timeout}s) must be at least 3 heartbeats "
                 f"({3 * self.heartbeat_interval}s); raise TFOS_NODE_LOST_TIMEOUT or lower TFOS_HEARTBEAT_INTERVAL."
             )
+        if self.feed_chunk_rows < 1:
+            raise ConfigError(f"feed_chunk_rows must be >= 1, got {self.feed_chunk_rows}")
         if self.log_tail_lines < 1:
             raise ConfigError(f"log_tail_lines must be >= 1, got {self.log_tail_lines}")
 

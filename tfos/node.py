@@ -63,6 +63,7 @@ class TFNodeContext:
         spark_executor_id: the Spark executor this node runs on ("driver" for ps nodes on the driver).
         tf_config: this node's ``TF_CONFIG`` as a dict (also in ``os.environ["TF_CONFIG"]``).
         tmp_socket: with ``release_port=False``, the socket that holds ``port`` until ``release_port()``.
+        mgr: with ``InputMode.SPARK``, this node's feed (what ``TFNode.DataFeed(ctx.mgr)`` takes).
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class TFNodeContext:
         spark_executor_id: str = "",
         tmp_socket: socket.socket | None = None,
         input_mode: int = 0,
-        feed: Any = None,
+        mgr: Any = None,
     ) -> None:
         self.worker_num = worker_num
         self.executor_id = worker_num
@@ -96,7 +97,7 @@ class TFNodeContext:
         self.spark_executor_id = spark_executor_id
         self.tmp_socket = tmp_socket
         self.input_mode = input_mode
-        self._feed = feed
+        self.mgr = mgr
 
     @property
     def tf_config(self) -> dict:
@@ -145,14 +146,15 @@ class TFNodeContext:
 
     def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
                       input_mapping: Any = None):
-        """Returns the Spark data feed of this node (``InputMode.SPARK`` only)."""
-        if self._feed is None:
+        """Returns the Spark data feed of this node (``InputMode.SPARK`` only); see :class:`tfos.TFNode.DataFeed`."""
+        if self.mgr is None:
             raise RuntimeError(
-                "ctx.get_data_feed() needs a cluster started with input_mode=TFCluster.InputMode.SPARK; "
-                "this one runs InputMode.TENSORFLOW, where main_fun reads its own data."
+                "ctx.get_data_feed() needs a cluster started with input_mode=TFCluster.InputMode.SPARK (and a "
+                "chief/worker node; ps and evaluator nodes get no data); this node reads its own data."
             )
-        return self._feed(train_mode=train_mode, qname_in=qname_in, qname_out=qname_out,
-                          input_mapping=input_mapping)
+        from ._feed.datafeed import DataFeed
+
+        return DataFeed(self.mgr, train_mode, qname_in, qname_out, input_mapping)
 
     def __repr__(self) -> str:
         return (

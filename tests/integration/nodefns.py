@@ -90,3 +90,41 @@ def tfos_style_main(args, ctx):
     compat.export_saved_model(model, ctx.absolute_path(args.export_dir), ctx.job_name == "chief")
     with open(os.path.join(args.out, f"tfos_style{ctx.worker_num}.json"), "w") as f:
         json.dump({"job": ctx.job_name, "index": ctx.task_index, "steps": int(model.optimizer.iterations.numpy())}, f)
+
+
+def feed_fit(args, ctx):
+    """InputMode.SPARK + MultiWorkerMirroredStrategy: a plain model.fit on feed.dataset()."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed(train_mode=True)
+    ds = feed.dataset(label="label").batch(8 * ctx.num_workers)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(2)])
+        model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds, epochs=args["epochs"], verbose=0)
+    with open(os.path.join(args["out"], f"fit{ctx.worker_num}.json"), "w") as f:
+        json.dump({"steps": int(model.optimizer.iterations.numpy())}, f)
+
+
+def feed_count(args, ctx):
+    """TensorFlowOnSpark's loop: next_batch until should_stop; optionally terminate early."""
+    feed = ctx.get_data_feed(train_mode=True)
+    rows = []
+    while not feed.should_stop():
+        batch = feed.next_batch(10)
+        rows.extend(batch)
+        if args.get("terminate_after") and len(rows) >= args["terminate_after"]:
+            feed.terminate()
+    with open(os.path.join(args["out"], f"count{ctx.worker_num}.json"), "w") as f:
+        ids = sorted({row[0] if isinstance(row, (tuple, list)) else row for row in rows})
+        json.dump({"rows": len(rows), "ids": ids, "sample": rows[0] if rows else None}, f)
+
+
+def feed_double(args, ctx):
+    """Inference: one result per row, in order."""
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(7)
+        if batch:
+            feed.batch_results([(row[0] if isinstance(row, tuple) else row) * 2 for row in batch])

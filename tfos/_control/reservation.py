@@ -43,11 +43,15 @@ class NodeInfo:
     executor_id: str = ""
     pid: int = 0
     attempt: int = 0
+    feed_port: int = 0
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return _join(self.host, self.port)
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclasses.dataclass
@@ -227,6 +231,7 @@ class Reservation:
                     "spark_executor_id": node.info.executor_id,
                     "pid": node.info.pid,
                     "addr": node.info.address,
+                    "feed_addr": _join(node.info.host, node.info.feed_port) if node.info.feed_port else "",
                     "tb_port": int(node.progress.get("tb_port", 0)),
                     "tb_pid": int(node.progress.get("tb_pid", 0)),
                 }

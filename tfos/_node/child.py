@@ -61,11 +61,18 @@ def write_error(path: str | None, exc: BaseException) -> None:
     os.replace(tmp, path)
 
 
-def _build_context(fields: dict, tmp_fd: int | None):
+def _build_context(fields: dict, tmp_fd: int | None, feed_fd: int | None, secret: str | None):
     from ..node import TFNodeContext
 
     tmp_socket = socket.socket(fileno=tmp_fd) if tmp_fd is not None else None
-    return TFNodeContext(tmp_socket=tmp_socket, **fields)
+    mgr = None
+    if feed_fd is not None:
+        # InputMode.SPARK: serve the feed from the start, before main_fun asks for it.
+        from .._feed.server import FeedServer
+
+        mgr = FeedServer(socket.socket(fileno=feed_fd), secret)
+        mgr.start()
+    return TFNodeContext(tmp_socket=tmp_socket, mgr=mgr, **fields)
 
 
 def main() -> int:
@@ -85,7 +92,7 @@ def main() -> int:
             os.chdir(payload["chdir"])
         fn = cloudpickle.loads(payload["fn"])
         args = cloudpickle.loads(payload["args"])
-        ctx = _build_context(payload["ctx"], payload.get("tmp_fd"))
+        ctx = _build_context(payload["ctx"], payload.get("tmp_fd"), payload.get("feed_fd"), payload.get("secret"))
         if isinstance(args, list):
             # TensorFlowOnSpark passes an argv list as sys.argv too, so argparse in main_fun works unchanged.
             sys.argv = [str(a) for a in args]

@@ -9,13 +9,11 @@ import sys
 from typing import Iterator
 
 from .gpus import visible_devices
-from .supervisor import LaunchSpec, NodePlace, run_node
+from .supervisor import SPARK_MODE, LaunchSpec, NodePlace, run_node
 
 
-def spark_executor_id() -> str:
-    """The Spark executor id of this Python worker, read from the executor JVM's command line."""
-    if os.environ.get("SPARK_EXECUTOR_ID"):
-        return os.environ["SPARK_EXECUTOR_ID"]
+def spark_executor() -> tuple[str, int | None]:
+    """This Python worker's Spark executor: its id (from the JVM's command line) and the JVM's pid."""
     try:
         import psutil
 
@@ -25,13 +23,37 @@ def spark_executor_id() -> str:
                 break
             cmd = proc.cmdline()
             if "--executor-id" in cmd:
-                return cmd[cmd.index("--executor-id") + 1]
+                return cmd[cmd.index("--executor-id") + 1], proc.pid
             if any("SparkSubmit" in part for part in cmd):
-                return "driver"
+                return "driver", proc.pid
             proc = proc.parent()
-    except Exception:  # noqa: BLE001 - only used for messages
+    except Exception:  # noqa: BLE001 - only used for messages and liveness
         pass
-    return ""
+    return os.environ.get("SPARK_EXECUTOR_ID", ""), None
+
+
+def launch_detached(spec: LaunchSpec, place: NodePlace, timeout: float) -> dict:
+    """Starts ``tfos._node.detached`` for this node and returns once its TF process is up (InputMode.SPARK)."""
+    import pickle
+    import select
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "tfos._node.detached"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, start_new_session=True)
+    proc.stdin.write(pickle.dumps((spec, place)))
+    proc.stdin.close()
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        proc.kill()
+        raise TimeoutError(f"node {place.worker_num} did not start within {timeout:.0f}s")
+    line = proc.stdout.readline().decode()
+    proc.stdout.close()
+    word, _, rest = line.partition(" ")
+    if word not in ("READY", "DONE"):
+        code = proc.wait(timeout=10)
+        raise RuntimeError(f"the detached supervisor of node {place.worker_num} exited with code {code} "
+                           "before the node started; see this executor's stderr")
+    return {"worker_num": place.worker_num, "outcome": "started" if word == "READY" else "ended",
+            **json.loads(rest or "{}")}
 
 
 def local_address_towards(address: str) -> str:
@@ -69,12 +91,17 @@ def node_partition(spec: LaunchSpec, offset: int, iterator: Iterator) -> Iterato
     partition = ctx.partitionId()
     resources = ctx.resources() or {}
     assigned = list(resources["gpu"].addresses) if "gpu" in resources else None
+    executor_id, executor_pid = spark_executor()
     place = NodePlace(
         worker_num=offset + partition,
         host=_task_host(ctx, partition, spec.control_address),
-        executor_id=spark_executor_id(),
+        executor_id=executor_id,
         attempt=ctx.attemptNumber(),
         sys_path=tuple(p for p in sys.path if p),
         gpus=visible_devices(assigned, os.environ.get("CUDA_VISIBLE_DEVICES")),
+        watch_pid=executor_pid,
     )
-    yield json.dumps(run_node(spec, place))
+    if spec.input_mode == SPARK_MODE:
+        yield json.dumps(launch_detached(spec, place, spec.reservation_timeout + 60))
+    else:
+        yield json.dumps(run_node(spec, place))

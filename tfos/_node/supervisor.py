@@ -70,6 +70,7 @@ class NodePlace:
     attempt: int = 0
     sys_path: tuple = ()
     gpus: str | None = None  # CUDA_VISIBLE_DEVICES for the child; None leaves the inherited value
+    watch_pid: int | None = None  # stop the node when this process (the executor JVM) is gone
 
 
 def reserve_port(host: str) -> socket.socket:
@@ -175,8 +176,12 @@ def _read_error_file(path: str) -> dict:
         return {}
 
 
-def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., ControlClient] = ControlClient
-             ) -> dict:
+SPARK_MODE = 1  # cluster.InputMode.SPARK
+EXECUTOR_LOST = "executor_lost"
+
+
+def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., ControlClient] = ControlClient,
+             on_started: Callable[[dict], None] | None = None) -> dict:
     """Runs one TF node to the end. Returns a summary; failures are reported to the driver, not raised.
 
     Returns:
@@ -186,7 +191,12 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
     role = f"{job_name}:{task_index}"
     sock = reserve_port(place.host)
     port = sock.getsockname()[1]
-    info = NodeInfo(place.worker_num, place.host, port, place.executor_id, os.getpid(), place.attempt)
+    feed_sock = None
+    if spec.input_mode == SPARK_MODE and job_name not in ("ps", "evaluator"):
+        feed_sock = reserve_port(place.host)
+        feed_sock.listen(64)  # feeding tasks may connect before main_fun runs; they wait in the backlog
+    info = NodeInfo(place.worker_num, place.host, port, place.executor_id, os.getpid(), place.attempt,
+                    feed_sock.getsockname()[1] if feed_sock else 0)
     client = client_factory(spec.control_address, spec.secret)
     summary = {"worker_num": place.worker_num, "role": role, "outcome": "failed", "exit_code": None}
     try:
@@ -198,7 +208,8 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
             summary["outcome"] = "aborted"
             return summary
         logger.info("node %s is %s at %s; cluster %s", place.worker_num, role, info.address, cluster_spec)
-        return _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, summary)
+        return _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary,
+                          on_started)
     except Exception as exc:  # noqa: BLE001 - the driver must hear about anything that stops this node
         failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
                               message=f"tfos node supervisor failed: {type(exc).__name__}: {exc}")
@@ -209,10 +220,13 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
         return summary
     finally:
         sock.close()
+        if feed_sock is not None:
+            feed_sock.close()
         client.close()
 
 
-def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, summary) -> dict:
+def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary, on_started
+               ) -> dict:
     role = summary["role"]
     workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
     error_file = os.path.join(workdir, "error.json")
@@ -226,6 +240,7 @@ def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, su
     env = child_env(os.environ, spec, place, tf_config_json(cluster_spec, job_name, task_index), error_file,
                     job_name, task_index, log_dir)
     keep_fd = [] if spec.release_port else [sock.fileno()]
+    feed_fd = feed_sock.fileno() if feed_sock is not None else None
     if spec.release_port:
         sock.close()  # as late as possible: the TF process binds it moments from now
     ctx_fields = {
@@ -237,10 +252,12 @@ def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, su
     payload = {
         "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "ctx": ctx_fields,
         "sys_path": list(place.sys_path), "tmp_fd": keep_fd[0] if keep_fd else None,
+        "feed_fd": feed_fd, "secret": spec.secret if feed_fd is not None else None,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfos._node.child"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, pass_fds=keep_fd, start_new_session=True, cwd=os.getcwd(),
+        stderr=subprocess.STDOUT, pass_fds=keep_fd + ([feed_fd] if feed_fd is not None else []),
+        start_new_session=True, cwd=os.getcwd(),
     )
     pump = _OutputPump(proc.stdout, role, spec.log_tail_lines)
     pump.start()
@@ -250,9 +267,13 @@ def _supervise(spec, place, client, sock, cluster_spec, job_name, task_index, su
     except BrokenPipeError:
         pass  # the child died at once; its exit status tells why
     sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
+    if feed_sock is not None:
+        feed_sock.close()  # the child serves the feed on its own copy
+    if on_started is not None:
+        on_started({"worker_num": place.worker_num, "role": summary["role"], "pid": proc.pid})
     watched = False
     try:
-        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress)
+        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid)
         watched = True
     finally:
         if proc.poll() is None:
@@ -278,7 +299,11 @@ def _report(spec, place, client, code, ended_by, reason, error_file, pump, summa
         return summary
     record = _read_error_file(error_file)
     tail = "\n".join(pump.tail)
-    if ended_by == ABORT:
+    if ended_by == EXECUTOR_LOST:
+        failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(), message=reason,
+                              log_tail=tail)
+        summary["outcome"] = "failed"
+    elif ended_by == ABORT:
         failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
                               exit_code=code if code and code > 0 else None,
                               signal=-code if code and code < 0 else None,
@@ -317,8 +342,17 @@ def _describe_exit(code: int) -> str:
     return f"the TF process exited with code {code} without a Python traceback (a crash in native code?)"
 
 
-def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec, progress: dict
-           ) -> tuple[str | None, str]:
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec, progress: dict,
+           watch_pid: int | None = None) -> tuple[str | None, str]:
     """Waits for the child, heartbeating; returns ``(None, "")`` when it ended by itself, else the command."""
     next_beat = 0.0
     while True:
@@ -331,6 +365,9 @@ def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec:
         if now >= next_beat:
             command, reason = client.heartbeat(worker_num, progress)
             next_beat = now + spec.heartbeat_interval
+            if watch_pid and not _alive(watch_pid):
+                _stop_process_group(proc, min(spec.stop_grace_secs, 3))
+                return EXECUTOR_LOST, f"its Spark executor (pid {watch_pid}) exited; the TF process was stopped"
             if command in (ABORT, STOP):
                 logger.info("node %s: driver says %s (%s)", worker_num, command, reason)
                 _stop_process_group(proc, spec.stop_grace_secs if command == STOP else min(spec.stop_grace_secs, 3))

@@ -1,0 +1,97 @@
+"""InputMode.SPARK on a real Spark cluster: RDD and DataFrame feeds, epochs, terminate, inference, bad rows."""
+
+import json
+import os
+import time
+
+import cloudpickle
+import pytest
+
+import nodefns
+from tfos import TFCluster
+from tfos.errors import ClusterFailedError
+
+cloudpickle.register_pickle_by_value(nodefns)
+SPARK = TFCluster.InputMode.SPARK
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+
+
+def uneven_df(spark, sizes, width=4, bad_row=None):
+    """A DataFrame whose partitions hold ``sizes`` rows: x (array<float> of ``width``), label (long)."""
+    rows, part = [], []
+    for p, n in enumerate(sizes):
+        for i in range(n):
+            w = width - 1 if bad_row == (p, i) else width
+            rows.append((p, [float(i % 7)] * w, i % 2))
+    df = spark.createDataFrame(rows, "p int, x array<float>, label long")
+    return df.repartition(len(sizes), "p").sortWithinPartitions("p").drop("p")
+
+
+def read(out, prefix, n):
+    return [json.load(open(os.path.join(out, f"{prefix}{i}.json"))) for i in range(n)]
+
+
+def test_dataframe_fit_with_uneven_partitions_and_epochs(spark_local_cluster, tmp_path):
+    spark = spark_local_cluster
+    df = uneven_df(spark, [50, 3, 0, 27])
+    sizes = df.rdd.glom().map(len).collect()
+    assert sorted(sizes) != [20, 20, 20, 20]  # really uneven
+    cluster = TFCluster.run(spark.sparkContext, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 2}, 2,
+                            input_mode=SPARK, master_node="chief")
+    cluster.train(df, num_epochs=2)
+    cluster.shutdown(timeout=300)
+    steps = [r["steps"] for r in read(tmp_path, "fit", 2)]
+    # 40 rows per node per epoch. MWMS re-batches each worker's (un-sharded) dataset to global batch / workers
+    # = 8 rows per step: 5 full steps per epoch, plus possibly one for TF's empty end-of-data step.
+    assert steps[0] == steps[1] and 10 <= steps[0] <= 12
+
+
+def test_rdd_epochs_with_the_tensorflowonspark_loop(spark_local_cluster, tmp_path):
+    sc = spark_local_cluster.sparkContext
+    rdd = sc.parallelize([(i, [i] * 3) for i in range(101)], 5)
+    cluster = TFCluster.run(sc, nodefns.feed_count, {"out": str(tmp_path)}, 2, input_mode=SPARK)
+    cluster.train(rdd, num_epochs=3)
+    cluster.shutdown(timeout=120)
+    counts = read(tmp_path, "count", 2)
+    assert [c["rows"] for c in counts] == [150, 150]  # 101 // 2 = 50 rows per node per epoch; 1 row not fed
+    # node 0 gets global rows 0..49 of every epoch, node 1 rows 50..99; row 100 is the one not fed
+    assert counts[0]["ids"] == list(range(50)) and counts[1]["ids"] == list(range(50, 100))
+    assert counts[0]["sample"][1] == [counts[0]["sample"][0]] * 3
+
+
+def test_terminate_stops_the_feed_early_without_failing(spark_local_cluster, tmp_path):
+    sc = spark_local_cluster.sparkContext
+    rdd = sc.parallelize(range(20000), 4)
+    cluster = TFCluster.run(sc, nodefns.feed_count, {"out": str(tmp_path), "terminate_after": 30}, 2,
+                            input_mode=SPARK)
+    start = time.monotonic()
+    cluster.train(rdd, num_epochs=50)
+    assert time.monotonic() - start < 60
+    cluster.shutdown(timeout=120)
+    assert all(30 <= c["rows"] < 20000 for c in read(tmp_path, "count", 2))
+
+
+def test_inference_keeps_count_and_order(spark_local_cluster):
+    spark = spark_local_cluster
+    sc = spark.sparkContext
+    cluster = TFCluster.run(sc, nodefns.feed_double, {}, 2, input_mode=SPARK)
+    try:
+        data = list(range(103))
+        assert cluster.inference(sc.parallelize(data, 4)).collect() == [2 * x for x in data]
+        assert cluster.inference(sc.parallelize([], 3)).collect() == []
+        df = spark.range(0, 57, 1, 3).toDF("id")
+        out = cluster.inference(df, schema="doubled long").collect()
+        assert [r.doubled for r in out] == [2 * i for i in range(57)]
+    finally:
+        cluster.shutdown(timeout=120)
+
+
+def test_row_of_wrong_shape_names_the_column(spark_local_cluster, tmp_path):
+    spark = spark_local_cluster
+    df = uneven_df(spark, [10, 10], bad_row=(1, 4))
+    cluster = TFCluster.run(spark.sparkContext, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 1}, 2,
+                            input_mode=SPARK, master_node="chief")
+    with pytest.raises(ClusterFailedError, match=r"(?s)column 'x'.*expected shape \(4,\)"):
+        cluster.train(df, num_epochs=1)
+        cluster.shutdown(timeout=120)

@@ -1,0 +1,297 @@
+"""The TF side of the Spark feed: TensorFlowOnSpark's ``DataFeed`` API and a ``tf.data.Dataset`` view.
+
+Rows arrive in chunks (an Arrow record batch from a DataFrame, a list of rows from an RDD). ``next_batch`` hands
+out rows as TensorFlowOnSpark did; ``dataset()`` turns whole chunks into tensors without a Python loop per row
+(for DataFrames) and yields exactly one epoch per iteration, so ``model.fit(feed.dataset(...), epochs=N)``
+works with ``cluster.train(data, num_epochs=N)``.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any, Sequence
+
+from .server import POLL, Chunk, FeedServer
+
+_END = object()
+
+
+class FeedDataError(ValueError):
+    """A fed row does not match the expected shape or type."""
+
+
+class DataFeed:
+    """Reads the rows Spark feeds to this node (``ctx.get_data_feed()``).
+
+    Args:
+        mgr: the node's feed server (``ctx.mgr``).
+        train_mode: True for ``cluster.train`` data, False for ``cluster.inference``.
+        qname_in, qname_out: accepted for TensorFlowOnSpark compatibility.
+        input_mapping: optional ``{column: name}``; ``next_batch`` then returns ``{name: [values]}``.
+    """
+
+    def __init__(self, mgr: FeedServer, train_mode: bool = True, qname_in: str = "input",
+                 qname_out: str = "output", input_mapping: dict | None = None) -> None:
+        self._server = mgr
+        self.train_mode = train_mode
+        self.input_mapping = input_mapping
+        self._q = mgr.train_q if train_mode else mgr.infer_q
+        self._pending: list = []
+        self._held: Chunk | None = None
+        self._end_of_partition = False
+
+    # ----- TensorFlowOnSpark API -------------------------------------------------------------------------
+    def next_batch(self, batch_size: int) -> list | dict:
+        """Returns up to ``batch_size`` rows; fewer at the end of the feed (or, for inference, of a partition)."""
+        rows = self._pending
+        self._pending = []
+        while len(rows) < batch_size:
+            item = self._take()
+            if item is _END:
+                break
+            if item is None:  # end of an inference partition
+                self._end_of_partition = True
+                if rows or not self.train_mode:
+                    break
+                continue
+            rows.extend(_rows_of(item))
+        rows, self._pending = rows[:batch_size], rows[batch_size:]
+        if self.input_mapping:
+            return {name: [_field(row, col) for row in rows] for col, name in self.input_mapping.items()}
+        return rows
+
+    def should_stop(self) -> bool:
+        """True once the feed was terminated, or ended (``shutdown``) and everything was read."""
+        if self._server.terminating.is_set():
+            return True
+        return self._server.done.is_set() and self._q.empty() and not self._pending and self._held is None
+
+    def terminate(self) -> None:
+        """Stops the feed: the Spark tasks still feeding stop early (without failing), queued rows are dropped."""
+        self._pending = []
+        self._held = None
+        self._server.terminate()
+
+    def batch_results(self, results: Sequence) -> None:
+        """Returns inference results for the rows read so far, one per row, in their order."""
+        self._server.add_results(list(results))
+
+    # ----- tf.data -------------------------------------------------------------------------------------
+    def dataset(self, output_signature: Any = None, label: str | int | None = None):
+        """A ``tf.data.Dataset`` of this node's rows, one epoch per iteration, not auto-sharded.
+
+        Args:
+            output_signature: ``tf.TensorSpec`` structure of one row; by default it is derived from the
+                DataFrame schema (list columns become vectors) or from the first RDD row.
+            label: a DataFrame column (or RDD row element index) to return as the label: rows become
+                ``(features, label)``, features being the single other column or a dict of them.
+
+        Every node gets the same number of rows per epoch (see ``TFCluster.train``), so a plain
+        ``model.fit(dataset.batch(global_batch), epochs=num_epochs)`` takes equal steps on all workers.
+        """
+        import tensorflow as tf
+
+        first = self._peek()
+        if first is None:
+            raise FeedDataError("the feed ended before any row arrived: TFCluster.train() fed no data to this node")
+        spec = output_signature or _infer_signature(first, label)
+        batched = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape], s.dtype), spec)
+
+        def one_epoch():
+            count, quota = 0, None
+            while quota is None or count < quota:
+                chunk = self._take()
+                if chunk is _END or chunk is None:
+                    return
+                quota = chunk.quota
+                yield _to_tensors(chunk, spec, label)
+                count += chunk.rows
+
+        ds = tf.data.Dataset.from_generator(one_epoch, output_signature=batched).unbatch()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return ds.with_options(options)
+
+    # ----- internals -------------------------------------------------------------------------------------
+    def _take(self):
+        if self._held is not None:
+            chunk, self._held = self._held, None
+            return chunk
+        while True:
+            try:
+                return self._q.get(timeout=POLL)
+            except queue.Empty:
+                if self._server.terminating.is_set() or self._server.done.is_set():
+                    return _END
+
+    def _peek(self) -> Chunk | None:
+        if self._held is None:
+            item = self._take()
+            self._held = None if item is _END else item
+        return self._held
+
+
+def _rows_of(chunk: Chunk) -> list:
+    if chunk.is_arrow:
+        from pyspark.sql import Row
+
+        names = chunk.data.schema.names
+        return [Row(**dict(zip(names, values))) for values in zip(*chunk.data.to_pydict().values())]
+    return list(chunk.data)
+
+
+def _field(row, key):
+    if isinstance(row, dict):
+        return row[key]
+    try:
+        return getattr(row, key) if isinstance(key, str) else row[key]
+    except AttributeError:
+        return row[key]
+
+
+def _split_label(names: list, label) -> tuple[list, Any]:
+    if label is None:
+        return names, None
+    if label not in names:
+        raise FeedDataError(f"label {label!r} is not among the fed columns {names}")
+    return [n for n in names if n != label], label
+
+
+def _infer_signature(chunk: Chunk, label):
+    import numpy as np
+    import tensorflow as tf
+
+    if chunk.is_arrow:
+        batch = chunk.data
+        columns = {name: _arrow_array(batch.column(i), name, None) for i, name in enumerate(batch.schema.names)}
+        specs = {name: tf.TensorSpec(arr.shape[1:], tf.as_dtype(_tf_dtype(arr))) for name, arr in columns.items()}
+        features, lab = _split_label(list(specs), label)
+    else:
+        row = chunk.data[0]
+        if isinstance(row, dict):
+            specs = {k: _spec_of(v, k) for k, v in row.items()}
+            features, lab = _split_label(list(specs), label)
+        elif isinstance(row, (tuple, list)) and not _is_vector(row):
+            specs = {i: _spec_of(v, f"element {i}") for i, v in enumerate(row)}
+            features, lab = _split_label(list(specs), label)
+            if label is None:
+                return tuple(specs[i] for i in range(len(row)))
+        else:
+            if label is not None:
+                raise FeedDataError("label= needs rows with several fields")
+            return _spec_of(row, "row")
+    feats = specs[features[0]] if len(features) == 1 else {str(k): specs[k] for k in features}
+    return feats if lab is None else (feats, specs[lab])
+
+
+def _is_vector(row) -> bool:
+    return all(isinstance(v, (int, float)) for v in row) and len(row) > 0 and not isinstance(row, tuple)
+
+
+def _tf_dtype(arr):
+    import numpy as np
+
+    return np.dtype("O") if arr.dtype.kind in "OUS" else arr.dtype
+
+
+def _spec_of(value, where: str):
+    import numpy as np
+    import tensorflow as tf
+
+    arr = np.asarray(value)
+    if arr.dtype.kind in "OUS":
+        return tf.TensorSpec(arr.shape, tf.string)
+    return tf.TensorSpec(arr.shape, tf.as_dtype(arr.dtype))
+
+
+def _arrow_array(column, name: str, shape):
+    """An Arrow column as a numpy array: list columns become 2-D, checked for equal lengths."""
+    import numpy as np
+    import pyarrow as pa
+
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        n = len(column)
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        if pa.types.is_fixed_size_list(column.type):
+            width = column.type.list_size
+        else:
+            offsets = np.asarray(column.offsets)
+            lengths = np.diff(offsets)
+            width = int(lengths[0]) if n else 0
+            expected = shape[0] if shape else width
+            bad = np.nonzero(lengths != expected)[0]
+            if len(bad):
+                raise FeedDataError(
+                    f"column {name!r}: row {int(bad[0])} of a fed batch has {int(lengths[bad[0]])} values, "
+                    f"expected shape ({expected},)"
+                )
+        return values.reshape(n, width)
+    arr = column.to_numpy(zero_copy_only=False)
+    return arr
+
+
+def _cast(arr, spec, where: str):
+    import numpy as np
+
+    want = tuple(spec.shape)
+    if tuple(arr.shape[1:]) != want and spec.shape.is_fully_defined():
+        raise FeedDataError(f"{where}: fed rows have shape {tuple(arr.shape[1:])}, expected shape {want}")
+    dtype = spec.dtype
+    if dtype.is_floating or dtype.is_integer or dtype.is_bool:
+        try:
+            return arr.astype(dtype.as_numpy_dtype, copy=False)
+        except (TypeError, ValueError) as exc:
+            raise FeedDataError(f"{where}: cannot convert fed values to {dtype.name}: {exc}") from None
+    return arr
+
+
+def _to_tensors(chunk: Chunk, spec, label):
+    """One chunk as a structure of batched numpy arrays matching ``spec``."""
+    import numpy as np
+
+    if chunk.is_arrow:
+        batch = chunk.data
+        names = batch.schema.names
+
+        def column(name, s):
+            if name not in names:
+                raise FeedDataError(f"column {name!r} is not in the fed DataFrame (columns {names})")
+            arr = _arrow_array(batch.column(names.index(name)), name, tuple(s.shape))
+            return _cast(arr, s, f"column {name!r}")
+
+        features, lab = _split_label(names, label)
+        if isinstance(spec, tuple) and label is not None:
+            fspec, lspec = spec
+        else:
+            fspec, lspec = spec, None
+        if isinstance(fspec, dict):
+            feats = {k: column(k, s) for k, s in fspec.items()}
+        else:
+            feats = column(features[0], fspec)
+        return feats if lspec is None else (feats, column(lab, lspec))
+
+    rows = chunk.data
+
+    def stack(key, s, where):
+        try:
+            arr = np.asarray([_field(r, key) for r in rows] if key is not None else rows)
+        except ValueError as exc:
+            raise FeedDataError(f"{where}: rows of different shapes in one batch, expected shape "
+                                f"{tuple(s.shape)} ({exc})") from None
+        return _cast(arr, s, where)
+
+    if isinstance(spec, tuple) and label is None:
+        return tuple(stack(i, s, f"element {i} of the row") for i, s in enumerate(spec))
+    if label is not None:
+        fspec, lspec = spec
+        first = rows[0]
+        keys = list(first) if isinstance(first, dict) else list(range(len(first)))
+        features = [k for k in keys if k != label]
+        if isinstance(fspec, dict):
+            feats = {str(k): stack(k, fspec[str(k)], f"field {k!r}") for k in features}
+        else:
+            feats = stack(features[0], fspec, f"field {features[0]!r}")
+        return feats, stack(label, lspec, f"label {label!r}")
+    if isinstance(spec, dict):
+        return {k: stack(k, s, f"field {k!r}") for k, s in spec.items()}
+    return stack(None, spec, "row")

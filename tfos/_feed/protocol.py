@@ -1,0 +1,113 @@
+"""The feed channel's wire format: authenticated TCP carrying framed batches.
+
+Connection: the server sends a 32-byte random challenge; the client answers with
+HMAC-SHA256(cluster secret, challenge); the server closes the connection on a wrong answer before reading
+anything else. Then both sides exchange frames: ``kind`` (1 byte), ``length`` (8 bytes, big-endian), payload.
+
+Client -> server: HELLO (JSON), ARROW (an Arrow IPC stream holding one record batch), ROWS (a pickled list of
+rows), END (no more rows on this connection). Server -> client: ACK (JSON), STOP (the node stopped taking
+data), RESULTS (pickled list), ERROR (text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import socket
+import struct
+
+from ..errors import AuthenticationError
+
+HELLO, ARROW, ROWS, END = b"H", b"A", b"P", b"E"
+ACK, STOP, RESULTS, ERROR = b"K", b"S", b"R", b"X"
+_HEADER = struct.Struct(">cQ")
+_CHALLENGE_BYTES = 32
+# A frame larger than this is refused as corrupt rather than allocated.
+MAX_FRAME = 1 << 34
+
+
+class ChannelClosed(ConnectionError):
+    """The peer closed the connection."""
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytearray:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            raise ChannelClosed(f"connection closed after {got} of {size} bytes")
+        got += n
+    return buf
+
+
+def send_frame(sock: socket.socket, kind: bytes, payload: bytes | memoryview = b"") -> None:
+    sock.sendall(_HEADER.pack(kind, len(payload)))
+    if len(payload):
+        sock.sendall(payload)
+
+
+def recv_frame(sock: socket.socket) -> tuple[bytes, bytearray]:
+    kind, size = _HEADER.unpack(recv_exact(sock, _HEADER.size))
+    if size > MAX_FRAME:
+        raise ChannelClosed(f"frame of {size} bytes refused as corrupt")
+    return kind, recv_exact(sock, size) if size else bytearray()
+
+
+def send_json(sock: socket.socket, kind: bytes, obj) -> None:
+    send_frame(sock, kind, json.dumps(obj).encode())
+
+
+def send_pickle(sock: socket.socket, kind: bytes, obj) -> None:
+    send_frame(sock, kind, pickle.dumps(obj, protocol=5))
+
+
+def _answer(secret: str, challenge: bytes) -> bytes:
+    return hmac.new(secret.encode(), b"tfos-feed" + challenge, hashlib.sha256).digest()
+
+
+def server_handshake(sock: socket.socket, secret: str) -> None:
+    """Challenges a new client. Raises AuthenticationError (and the caller closes) on a wrong answer."""
+    challenge = os.urandom(_CHALLENGE_BYTES)
+    sock.sendall(challenge)
+    answer = bytes(recv_exact(sock, hashlib.sha256().digest_size))
+    if not hmac.compare_digest(answer, _answer(secret, challenge)):
+        raise AuthenticationError("feed client did not prove it holds the cluster secret")
+
+
+def client_handshake(sock: socket.socket, secret: str) -> None:
+    challenge = bytes(recv_exact(sock, _CHALLENGE_BYTES))
+    sock.sendall(_answer(secret, challenge))
+
+
+def connect(address: str, secret: str, timeout: float) -> socket.socket:
+    """Opens an authenticated feed connection to ``host:port``."""
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        client_handshake(sock, secret)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def arrow_payload(batch) -> memoryview:
+    """One record batch as an Arrow IPC stream (schema included)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return memoryview(sink.getvalue())
+
+
+def read_arrow(payload: bytearray):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()

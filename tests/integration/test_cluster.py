@@ -91,10 +91,15 @@ def test_shutdown_timeout_stops_everything(spark_standalone, tmp_path):
         cluster.shutdown(timeout=3)
 
 
-def test_spark_mode_says_not_yet(spark_standalone):
+def test_feeding_a_tensorflow_mode_cluster_is_refused(spark_standalone, tmp_path):
     sc = spark_standalone.sparkContext
-    with pytest.raises(ConfigError, match="InputMode.SPARK"):
-        TFCluster.run(sc, nodefns.raise_on, {}, 2, input_mode=TFCluster.InputMode.SPARK)
+    cluster = TFCluster.run(sc, nodefns.sleep_and_mark, {"out": str(tmp_path), "sleep": 0}, 2)
+    with pytest.raises(ConfigError, match=r"train\(\) needs a cluster started with input_mode=InputMode.SPARK"):
+        cluster.train(sc.parallelize(range(4)))
+    cluster.shutdown(timeout=60)
+    with pytest.raises(ConfigError, match="driver_ps_nodes=True is only supported with InputMode.TENSORFLOW"):
+        TFCluster.run(sc, nodefns.raise_on, {}, 2, num_ps=1, driver_ps_nodes=True,
+                      input_mode=TFCluster.InputMode.SPARK)
 
 
 def test_killed_supervisor_takes_its_tf_process_along(spark_standalone, tmp_path):

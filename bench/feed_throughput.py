@@ -1,0 +1,179 @@
+"""Feed throughput into TF: tfos InputMode.SPARK against a one-process ceiling and a TFoS-style queue feed.
+
+All three move the same rows (784 float32 features + an int64 label) into a consumer that batches them:
+
+- ceiling: ``tf.data.Dataset.from_tensor_slices`` over in-memory arrays, one process (no transport at all).
+- queue: TensorFlowOnSpark's transport, one pickled record at a time through a ``multiprocessing`` queue from
+  a producer process to a consumer process that builds batches.
+- tfos: a cached DataFrame on a ``local-cluster[2,1,2048]`` master fed with ``cluster.train`` to 2 TF nodes,
+  each iterating ``feed.dataset(label="label").batch(B)``. Reported two ways: the nodes' receive rate
+  (rows from each node's first batch to its last, summed over nodes) and the end-to-end rate of the
+  ``train()`` call (including Spark's Arrow conversion and the row count).
+
+Run: ``.venv/bin/python bench/feed_throughput.py [--rows 60000] [--repeats 3]``; writes
+``bench/results/feed_throughput.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+FEATURES = 784
+ROW_BYTES = FEATURES * 4 + 8
+BATCH = 256
+
+
+def ceiling(rows: int) -> float:
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
+    y = np.arange(rows, dtype=np.int64) % 10
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    start = time.perf_counter()
+    seen = sum(int(b[1].shape[0]) for b in ds)
+    return seen / (time.perf_counter() - start)
+
+
+def _produce(q, rows):
+    row = (np.zeros(FEATURES, dtype=np.float32), 0)
+    for _ in range(rows):
+        q.put(row)
+    q.put(None)
+
+
+def queue_feed(rows: int) -> float:
+    """TensorFlowOnSpark's shape: a producer puts single records, the consumer assembles batches."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue(maxsize=1000)
+    producer = ctx.Process(target=_produce, args=(q, rows))
+    start = time.perf_counter()
+    producer.start()
+    batch, seen = [], 0
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        batch.append(item)
+        if len(batch) == BATCH:
+            np.stack([b[0] for b in batch])
+            seen += len(batch)
+            batch = []
+    seen += len(batch)
+    producer.join()
+    return seen / (time.perf_counter() - start)
+
+
+def consume(args, ctx):
+    """tfos node: iterate the fed dataset once per epoch, timing from the first batch to the last."""
+    import json as _json
+    import time as _time
+
+    feed = ctx.get_data_feed(train_mode=True)
+    ds = feed.dataset(label="label").batch(args["batch"])
+    first = last = None
+    rows = 0
+    for _ in range(args["epochs"]):
+        for x, _y in ds:
+            now = _time.perf_counter()
+            first = first or now
+            last = now
+            rows += int(x.shape[0])
+    with open(f"{args['out']}/node{ctx.worker_num}.json", "w") as f:
+        _json.dump({"rows": rows, "seconds": (last - first) if first else 0.0}, f)
+
+
+def tfos_feed(spark, rows: int, epochs: int) -> tuple[float, float]:
+    import cloudpickle
+
+    from tfos import TFCluster
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    x = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
+    import pandas as pd
+
+    pdf = pd.DataFrame({"features": list(x), "label": np.arange(rows) % 10})
+    df = spark.createDataFrame(pdf, "features array<float>, label long").repartition(4).cache()
+    df.count()
+    out = tempfile.mkdtemp(prefix="tfos-bench-")
+    cluster = TFCluster.run(spark.sparkContext, consume, {"out": out, "batch": BATCH, "epochs": epochs}, 2,
+                            input_mode=TFCluster.InputMode.SPARK)
+    start = time.perf_counter()
+    cluster.train(df, num_epochs=epochs)
+    wall = time.perf_counter() - start
+    cluster.shutdown(timeout=600)
+    nodes = [json.load(open(f"{out}/node{i}.json")) for i in range(2)]
+    received = sum(n["rows"] for n in nodes)
+    node_rate = sum(n["rows"] / n["seconds"] for n in nodes if n["seconds"])
+    df.unpersist()
+    return node_rate, received / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=60000)
+    parser.add_argument("--queue-rows", type=int, default=20000, help="rows for the (slow) queue baseline")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "feed_throughput.md"))
+    args = parser.parse_args()
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local-cluster[2,1,2048]").appName("tfos-bench-feed")
+             .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", "2g").getOrCreate())
+    runs = {"ceiling": [], "queue": [], "tfos_nodes": [], "tfos_end_to_end": []}
+    for i in range(args.repeats):  # alternate, so machine noise hits every variant
+        runs["ceiling"].append(ceiling(args.rows))
+        runs["queue"].append(queue_feed(args.queue_rows))
+        node_rate, e2e = tfos_feed(spark, args.rows, args.epochs)
+        runs["tfos_nodes"].append(node_rate)
+        runs["tfos_end_to_end"].append(e2e)
+        print(f"run {i + 1}: " + ", ".join(f"{k}={v[-1]:,.0f} rows/s" for k, v in runs.items()), flush=True)
+    spark.stop()
+    write_report(args, runs)
+
+
+def write_report(args, runs) -> None:
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    lines = [
+        "# Feed throughput into TF (InputMode.SPARK)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"date {time.strftime('%Y-%m-%d')}. Rows of {FEATURES} float32 + int64 label ({ROW_BYTES} bytes), "
+        f"batch {BATCH}; tfos: {args.rows} rows x {args.epochs} epochs into 2 TF nodes on local-cluster[2,1,2048]; "
+        f"median of {args.repeats} alternating runs. Produced by `bench/feed_throughput.py`.",
+        "",
+        "| path | rows/s (median) | MB/s | min | max | vs ceiling | vs queue |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in [("ceiling", "ceiling: from_tensor_slices, one process"),
+                       ("queue", "TFoS-style queue, one record at a time"),
+                       ("tfos_nodes", "tfos: rate received by the TF nodes"),
+                       ("tfos_end_to_end", "tfos: end to end, train() wall time")]:
+        v = runs[key]
+        lines.append(f"| {label} | {med[key]:,.0f} | {med[key] * ROW_BYTES / 1e6:,.1f} | {min(v):,.0f} | "
+                     f"{max(v):,.0f} | {med[key] / med['ceiling']:.1%} | {med[key] / med['queue']:,.1f}x |")
+    lines += ["", "Raw runs (rows/s):", ""]
+    for key, values in runs.items():
+        lines.append(f"- {key}: " + ", ".join(f"{v:,.0f}" for v in values))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

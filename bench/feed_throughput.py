@@ -3,12 +3,15 @@
 All three move the same rows (784 float32 features + an int64 label) into a consumer that batches them:
 
 - ceiling: ``tf.data.Dataset.from_tensor_slices`` over in-memory arrays, one process (no transport at all).
-- queue: TensorFlowOnSpark's transport, one pickled record at a time through a ``multiprocessing`` queue from
-  a producer process to a consumer process that builds batches.
+- queue: TensorFlowOnSpark's transport: one pickled record at a time through a queue served by a
+  ``multiprocessing`` manager (TFoS's TFManager), from a producer process to a consumer that builds batches.
+- spark alone: the same cached DataFrame through ``mapInArrow`` with the batches dropped: what Spark itself
+  can hand to Python here (its JVM-to-Arrow conversion of array columns), the ceiling for any Spark feed.
 - tfos: a cached DataFrame on a ``local-cluster[2,1,2048]`` master fed with ``cluster.train`` to 2 TF nodes,
   each iterating ``feed.dataset(label="label").batch(B)``. Reported two ways: the nodes' receive rate
   (rows from each node's first batch to its last, summed over nodes) and the end-to-end rate of the
-  ``train()`` call (including Spark's Arrow conversion and the row count).
+  ``train()`` call (including the row count and Spark's JVM-to-Arrow conversion), started once both nodes
+  have imported TensorFlow (on 2 cores, TF's import would otherwise compete with the feed).
 
 Run: ``.venv/bin/python bench/feed_throughput.py [--rows 60000] [--repeats 3]``; writes
 ``bench/results/feed_throughput.md``.
@@ -55,7 +58,8 @@ def _produce(q, rows):
 def queue_feed(rows: int) -> float:
     """TensorFlowOnSpark's shape: a producer puts single records, the consumer assembles batches."""
     ctx = mp.get_context("spawn")
-    q = ctx.Queue(maxsize=1000)
+    manager = ctx.Manager()
+    q = manager.Queue(maxsize=1000)
     producer = ctx.Process(target=_produce, args=(q, rows))
     start = time.perf_counter()
     producer.start()
@@ -71,7 +75,9 @@ def queue_feed(rows: int) -> float:
             batch = []
     seen += len(batch)
     producer.join()
-    return seen / (time.perf_counter() - start)
+    rate = seen / (time.perf_counter() - start)
+    manager.shutdown()
+    return rate
 
 
 def consume(args, ctx):
@@ -79,6 +85,9 @@ def consume(args, ctx):
     import json as _json
     import time as _time
 
+    import tensorflow  # noqa: F401 - imported before the driver starts feeding
+
+    open(f"{args['out']}/ready{ctx.worker_num}", "w").close()
     feed = ctx.get_data_feed(train_mode=True)
     ds = feed.dataset(label="label").batch(args["batch"])
     first = last = None
@@ -93,21 +102,41 @@ def consume(args, ctx):
         _json.dump({"rows": rows, "seconds": (last - first) if first else 0.0}, f)
 
 
-def tfos_feed(spark, rows: int, epochs: int) -> tuple[float, float]:
+def _drop(batches):
+    import pyarrow as pa
+
+    n = sum(b.num_rows for b in batches)
+    yield pa.RecordBatch.from_pydict({"n": [n]})
+
+
+def spark_alone(df, rows: int) -> float:
+    start = time.perf_counter()
+    df.mapInArrow(_drop, "n long").collect()
+    return rows / (time.perf_counter() - start)
+
+
+def make_df(spark, rows: int):
+    import pandas as pd
+
+    x = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
+    pdf = pd.DataFrame({"features": list(x), "label": np.arange(rows) % 10})
+    df = spark.createDataFrame(pdf, "features array<float>, label long").repartition(4).cache()
+    df.count()
+    return df
+
+
+def tfos_feed(spark, df, rows: int, epochs: int) -> tuple[float, float]:
     import cloudpickle
 
     from tfos import TFCluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    x = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)
-    import pandas as pd
-
-    pdf = pd.DataFrame({"features": list(x), "label": np.arange(rows) % 10})
-    df = spark.createDataFrame(pdf, "features array<float>, label long").repartition(4).cache()
-    df.count()
     out = tempfile.mkdtemp(prefix="tfos-bench-")
     cluster = TFCluster.run(spark.sparkContext, consume, {"out": out, "batch": BATCH, "epochs": epochs}, 2,
                             input_mode=TFCluster.InputMode.SPARK)
+    deadline = time.monotonic() + 120
+    while not all(os.path.exists(f"{out}/ready{i}") for i in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     start = time.perf_counter()
     cluster.train(df, num_epochs=epochs)
     wall = time.perf_counter() - start
@@ -115,7 +144,6 @@ def tfos_feed(spark, rows: int, epochs: int) -> tuple[float, float]:
     nodes = [json.load(open(f"{out}/node{i}.json")) for i in range(2)]
     received = sum(n["rows"] for n in nodes)
     node_rate = sum(n["rows"] / n["seconds"] for n in nodes if n["seconds"])
-    df.unpersist()
     return node_rate, received / wall
 
 
@@ -133,12 +161,16 @@ def main() -> None:
 
     spark = (SparkSession.builder.master("local-cluster[2,1,2048]").appName("tfos-bench-feed")
              .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-             .config("spark.driver.memory", "2g").getOrCreate())
-    runs = {"ceiling": [], "queue": [], "tfos_nodes": [], "tfos_end_to_end": []}
+             .config("spark.driver.memory", "2g").config("spark.sql.execution.arrow.pyspark.enabled", "true")
+             .getOrCreate())
+    runs = {"ceiling": [], "queue": [], "spark_alone": [], "tfos_nodes": [], "tfos_end_to_end": []}
+    df = make_df(spark, args.rows)
+    spark_alone(df, args.rows)  # warm-up: starts the Python workers
     for i in range(args.repeats):  # alternate, so machine noise hits every variant
         runs["ceiling"].append(ceiling(args.rows))
         runs["queue"].append(queue_feed(args.queue_rows))
-        node_rate, e2e = tfos_feed(spark, args.rows, args.epochs)
+        runs["spark_alone"].append(spark_alone(df, args.rows))
+        node_rate, e2e = tfos_feed(spark, df, args.rows, args.epochs)
         runs["tfos_nodes"].append(node_rate)
         runs["tfos_end_to_end"].append(e2e)
         print(f"run {i + 1}: " + ", ".join(f"{k}={v[-1]:,.0f} rows/s" for k, v in runs.items()), flush=True)
@@ -156,16 +188,18 @@ def write_report(args, runs) -> None:
         f"batch {BATCH}; tfos: {args.rows} rows x {args.epochs} epochs into 2 TF nodes on local-cluster[2,1,2048]; "
         f"median of {args.repeats} alternating runs. Produced by `bench/feed_throughput.py`.",
         "",
-        "| path | rows/s (median) | MB/s | min | max | vs ceiling | vs queue |",
-        "|---|---|---|---|---|---|---|",
+        "| path | rows/s (median) | MB/s | min | max | vs ceiling | vs queue | vs spark alone |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in [("ceiling", "ceiling: from_tensor_slices, one process"),
                        ("queue", "TFoS-style queue, one record at a time"),
+                       ("spark_alone", "spark alone: mapInArrow, batches dropped"),
                        ("tfos_nodes", "tfos: rate received by the TF nodes"),
                        ("tfos_end_to_end", "tfos: end to end, train() wall time")]:
         v = runs[key]
         lines.append(f"| {label} | {med[key]:,.0f} | {med[key] * ROW_BYTES / 1e6:,.1f} | {min(v):,.0f} | "
-                     f"{max(v):,.0f} | {med[key] / med['ceiling']:.1%} | {med[key] / med['queue']:,.1f}x |")
+                     f"{max(v):,.0f} | {med[key] / med['ceiling']:.1%} | {med[key] / med['queue']:,.1f}x | "
+                     f"{med[key] / med['spark_alone']:.0%} |")
     lines += ["", "Raw runs (rows/s):", ""]
     for key, values in runs.items():
         lines.append(f"- {key}: " + ", ".join(f"{v:,.0f}" for v in values))

@@ -20,6 +20,14 @@ cloudpickle.register_pickle_by_value(nodefns)
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
 
+def wait_for_pid(path, timeout=60):
+    """The pid a node's main_fun wrote to ``path``, once it is there."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return int(path.read_text())
+
+
 def read_nodes(out, n, prefix="node"):
     return [json.load(open(os.path.join(out, f"{prefix}{i}.json"))) for i in range(n)]
 
@@ -49,18 +57,14 @@ def test_node_exception_reaches_driver_with_traceback(spark_standalone):
 def test_sigkilled_node_fails_fast_and_leaves_nothing(spark_standalone, tmp_path):
     cluster = TFCluster.run(spark_standalone.sparkContext, nodefns.sleep_and_mark,
                             {"out": str(tmp_path), "sleep": 120}, 2)
-    pid_file = tmp_path / "pid1"
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    victim = int(pid_file.read_text())
+    victim = wait_for_pid(tmp_path / "pid1")
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     with pytest.raises(ClusterFailedError, match=r"(?s)node 1, worker:1.*signal 9 \(SIGKILL\)"):
         cluster.shutdown(timeout=120)
     assert time.monotonic() - killed_at < 30
     assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
-    other = int((tmp_path / "pid0").read_text())
+    other = wait_for_pid(tmp_path / "pid0")
     time.sleep(0.5)
     assert not psutil.pid_exists(other) or psutil.Process(other).status() == psutil.STATUS_ZOMBIE
 
@@ -105,11 +109,7 @@ def test_feeding_a_tensorflow_mode_cluster_is_refused(spark_standalone, tmp_path
 def test_killed_supervisor_takes_its_tf_process_along(spark_standalone, tmp_path):
     cluster = TFCluster.run(spark_standalone.sparkContext, nodefns.sleep_and_mark,
                             {"out": str(tmp_path), "sleep": 120}, 2)
-    pid_file = tmp_path / "pid1"
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    child = psutil.Process(int(pid_file.read_text()))
+    child = psutil.Process(wait_for_pid(tmp_path / "pid1"))
     supervisor = next(n["pid"] for n in cluster.cluster_info if n["worker_num"] == 1)
     os.kill(supervisor, signal.SIGKILL)  # the PySpark worker running node 1's supervisor
     killed_at = time.monotonic()

@@ -50,3 +50,15 @@ def test_bad_input():
         make_plan([1], 0)
     with pytest.raises(ValueError):
         make_plan([-1], 1)
+
+
+def test_inference_results_become_rows():
+    from tfos._feed.client import FeedError, as_result_row
+
+    assert as_result_row((1, 2), ["a", "b"]) == {"a": 1, "b": 2}
+    assert as_result_row({"a": 1}, ["a"]) == {"a": 1}
+    assert as_result_row(([0.5, 0.25],), ["p"]) == {"p": [0.5, 0.25]}  # a 1-tuple is a row
+    assert as_result_row([0.5, 0.25], ["p"]) == {"p": [0.5, 0.25]}  # a list is the value
+    assert as_result_row(7, ["p"]) == {"p": 7}
+    with pytest.raises(FeedError, match="does not match the result columns"):
+        as_result_row(7, ["a", "b"])

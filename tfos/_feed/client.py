@@ -230,9 +230,23 @@ def infer_arrow(addresses: Sequence[str], secret: str, timeout: float, schema_js
         return
     schema = to_arrow_schema(StructType.fromJson(json.loads(schema_json)))
     names = schema.names
-    rows = [r if isinstance(r, dict) else dict(zip(names, r if isinstance(r, (tuple, list)) and len(names) > 1
-                                                     else (r,))) for r in results]
-    yield pa.RecordBatch.from_pylist([{k: _plain(v) for k, v in row.items()} for row in rows], schema=schema)
+    rows = [{k: _plain(v) for k, v in as_result_row(r, names).items()} for r in results]
+    try:
+        yield pa.RecordBatch.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise FeedError(f"inference results do not fit the schema {schema}: {exc}") from None
+
+
+def as_result_row(result, names: Sequence[str]) -> dict:
+    """One inference result as a row: a dict, or a tuple of the schema's width; else the value of one column."""
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, tuple) and len(result) == len(names):
+        return dict(zip(names, result))
+    if len(names) == 1:
+        return {names[0]: result}
+    raise FeedError(f"inference result {result!r:.200} does not match the result columns {list(names)}: return "
+                    "a tuple or a dict per row")
 
 
 def _plain(value):

@@ -1,6 +1,6 @@
 """Score a DataFrame with a SavedModel on the executors, with no TF cluster and no Python loop per row.
 
-``predict_saved_model(df, export_dir, input_col)`` adds a prediction column. Each executor's Python worker
+``predict_saved_model(df, export_dir, input_col)`` returns the other columns plus a prediction column. Each executor's Python worker
 loads the SavedModel once (then keeps it for later batches and later jobs: PySpark reuses its workers), and
 every Arrow batch is one call of the model's signature.
 """
@@ -40,7 +40,7 @@ def load_count(export_dir: str, signature: str = "serving_default") -> int:
 
 
 def _score(export_dir: str, signature: str, input_col: str, output_col: str, output_name: str | None,
-           scalar: bool, batches: Iterator) -> Iterator:
+           scalar: bool, keep: list, batches: Iterator) -> Iterator:
     import numpy as np
     import pyarrow as pa
     import tensorflow as tf
@@ -67,13 +67,17 @@ def _score(export_dir: str, signature: str, input_col: str, output_col: str, out
             flat = y.reshape(len(y), -1).astype(np.float32)
             out = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1]).cast(
                 pa.list_(pa.float32()))
-        yield batch.append_column(output_col, out)
+        kept = [batch.column(batch.schema.get_field_index(name)) for name in keep]
+        yield pa.RecordBatch.from_arrays([*kept, out], names=[*keep, output_col])
 
 
 def predict_saved_model(df, export_dir: str, input_col: str, output_col: str = "prediction",
                         signature: str = "serving_default", output_name: str | None = None,
-                        scalar_output: bool = False):
-    """Returns ``df`` with ``output_col`` holding the SavedModel's output for ``input_col``.
+                        scalar_output: bool = False, keep: list[str] | None = None):
+    """Scores ``input_col`` with a SavedModel; returns the ``keep`` columns plus ``output_col``.
+
+    By default every column but ``input_col`` is kept: a wide feature column would otherwise travel back
+    to the JVM for nothing (TensorFlowOnSpark's ``TFModel.transform`` also returned only mapped columns).
 
     Args:
         df: a DataFrame; ``input_col`` is an array (or numeric) column matching the signature's one input.
@@ -83,6 +87,7 @@ def predict_saved_model(df, export_dir: str, input_col: str, output_col: str = "
         signature: the signature to call.
         output_name: which output of the signature, when it has several (default: the first by name).
         scalar_output: the output is one number per row (a ``float`` column) rather than a vector.
+        keep: the columns of ``df`` to return beside ``output_col`` (default: all but ``input_col``).
 
     Raises:
         ValueError: (on the executors) the signature is missing or a row has the wrong shape.
@@ -90,6 +95,11 @@ def predict_saved_model(df, export_dir: str, input_col: str, output_col: str = "
     from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
 
     out_type = FloatType() if scalar_output else ArrayType(FloatType())
-    schema = StructType(df.schema.fields + [StructField(output_col, out_type)])
-    fn = functools.partial(_score, export_dir, signature, input_col, output_col, output_name, scalar_output)
+    keep = [f.name for f in df.schema.fields if f.name != input_col] if keep is None else list(keep)
+    fields = {f.name: f for f in df.schema.fields}
+    missing = [name for name in keep + [input_col] if name not in fields]
+    if missing:
+        raise ValueError(f"columns {missing} are not in the DataFrame (columns {list(fields)})")
+    schema = StructType([fields[name] for name in keep] + [StructField(output_col, out_type)])
+    fn = functools.partial(_score, export_dir, signature, input_col, output_col, output_name, scalar_output, keep)
     return df.mapInArrow(fn, schema)

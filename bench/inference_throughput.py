@@ -10,7 +10,8 @@ Spark's ``noop`` sink (so nothing is skipped), timed end to end:
 - tfos.scoring: ``tfos.scoring.predict_saved_model`` (one signature call per Arrow batch, model loaded once per
   Python worker).
 - tfos cluster.inference: a 2-node InputMode.SPARK cluster whose nodes load the model and answer
-  ``feed.next_batch`` with ``feed.batch_results`` (TensorFlowOnSpark's inference path).
+  ``feed.next_batch`` with ``feed.batch_results`` (TensorFlowOnSpark's inference path), and the same with
+  tfos's array path (``feed.next_arrays`` in, a numpy array of results out).
 
 Run: ``.venv/bin/python bench/inference_throughput.py [--rows 40000] [--repeats 3]``; writes
 ``bench/results/inference_throughput.md``.
@@ -94,20 +95,26 @@ def score_nodes(args, ctx):
     (name, _), = fn.structured_input_signature[1].items()
     feed = ctx.get_data_feed(train_mode=False)
     while not feed.should_stop():
-        rows = feed.next_batch(1024)
+        if args["arrays"]:  # tfos's array path: no Python object per row either way
+            cols = feed.next_arrays(1024)
+            if cols:
+                y = list(fn(**{name: tf.constant(cols["features"])}).values())[0].numpy()
+                feed.batch_results(y)
+            continue
+        rows = feed.next_batch(1024)  # TensorFlowOnSpark's loop: rows in, one result per row out
         if rows:
             x = np.asarray([row.features for row in rows], dtype=np.float32)
             y = list(fn(**{name: tf.constant(x)}).values())[0].numpy()
             feed.batch_results([(r.tolist(),) for r in y])
 
 
-def tfos_cluster(spark, df, export_dir: str) -> tuple[float, object]:
+def tfos_cluster(spark, df, export_dir: str, arrays: bool) -> float:
     import cloudpickle
 
     from tfos import TFCluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cluster = TFCluster.run(spark.sparkContext, score_nodes, {"export_dir": export_dir}, 2,
+    cluster = TFCluster.run(spark.sparkContext, score_nodes, {"export_dir": export_dir, "arrays": arrays}, 2,
                             input_mode=TFCluster.InputMode.SPARK)
     time.sleep(15)  # let both nodes import TensorFlow and load the model before the clock starts
     start = time.perf_counter()
@@ -146,12 +153,14 @@ def main() -> None:
     # Warm-up: the first job of each kind starts Python workers and loads TensorFlow in them.
     batch_udf(df.limit(2048), export_dir)
     tfos_scoring(df.limit(2048), export_dir)
-    runs = {"ceiling": [], "predict_batch_udf": [], "tfos_scoring": [], "tfos_cluster_inference": []}
+    runs = {"ceiling": [], "predict_batch_udf": [], "tfos_scoring": [], "tfos_cluster_inference": [],
+            "tfos_cluster_inference_arrays": []}
     for i in range(args.repeats):
         runs["ceiling"].append(ceiling(export_dir, x))
         runs["predict_batch_udf"].append(args.rows / timed(batch_udf, df, export_dir))
         runs["tfos_scoring"].append(args.rows / timed(tfos_scoring, df, export_dir))
-        runs["tfos_cluster_inference"].append(args.rows / tfos_cluster(spark, df, export_dir))
+        runs["tfos_cluster_inference"].append(args.rows / tfos_cluster(spark, df, export_dir, False))
+        runs["tfos_cluster_inference_arrays"].append(args.rows / tfos_cluster(spark, df, export_dir, True))
         print(f"run {i + 1}: " + ", ".join(f"{k}={v[-1]:,.0f} rows/s" for k, v in runs.items()), flush=True)
     spark.stop()
     write_report(args, runs)
@@ -174,7 +183,8 @@ def write_report(args, runs) -> None:
     labels = {"ceiling": "ceiling: SavedModel in one process, no Spark",
               "predict_batch_udf": "pyspark predict_batch_udf",
               "tfos_scoring": "tfos.scoring.predict_saved_model",
-              "tfos_cluster_inference": "tfos cluster.inference (2 TF nodes, TFoS-style loop)"}
+              "tfos_cluster_inference": "tfos cluster.inference (2 TF nodes, TFoS-style next_batch loop)",
+              "tfos_cluster_inference_arrays": "tfos cluster.inference (2 TF nodes, next_arrays + array results)"}
     for key, label in labels.items():
         v = runs[key]
         lines.append(f"| {label} | {med[key]:,.0f} | {min(v):,.0f} | {max(v):,.0f} | {med[key] / base:.2f}x | "

@@ -128,3 +128,13 @@ def feed_double(args, ctx):
         batch = feed.next_batch(7)
         if batch:
             feed.batch_results([(row[0] if isinstance(row, tuple) else row) * 2 for row in batch])
+
+
+def feed_double_arrays(args, ctx):
+    """Inference through the array path: next_arrays in, a numpy array of results out."""
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        cols = feed.next_arrays(7)
+        if cols:
+            values = cols["id"] if "id" in cols else cols[0]
+            feed.batch_results(values * 2)

@@ -87,6 +87,18 @@ def test_inference_keeps_count_and_order(spark_local_cluster):
         cluster.shutdown(timeout=120)
 
 
+def test_inference_through_arrays(spark_local_cluster):
+    spark = spark_local_cluster
+    sc = spark.sparkContext
+    cluster = TFCluster.run(sc, nodefns.feed_double_arrays, {}, 2, input_mode=SPARK)
+    try:
+        out = cluster.inference(spark.range(0, 61, 1, 3).toDF("id"), schema="doubled long").collect()
+        assert [r.doubled for r in out] == [2 * i for i in range(61)]
+        assert cluster.inference(sc.parallelize(range(30), 2)).collect() == [2 * i for i in range(30)]
+    finally:
+        cluster.shutdown(timeout=120)
+
+
 def test_row_of_wrong_shape_names_the_column(spark_local_cluster, tmp_path):
     spark = spark_local_cluster
     df = uneven_df(spark, [10, 10], bad_row=(1, 4))

@@ -195,7 +195,11 @@ def _infer(address: str, secret: str, timeout: float, chunks: Iterable[tuple[byt
     if kind != p.RESULTS:
         reason = payload.decode(errors="replace") if kind == p.ERROR else "the node stopped taking data"
         raise FeedError(f"inference on the TF node at {address} returned no results: {reason}")
-    return pickle.loads(payload)
+    return pickle.loads(payload)  # chunks: lists of results, or numpy arrays
+
+
+def _rows(chunks: list) -> list:
+    return [row for chunk in chunks for row in (list(chunk) if hasattr(chunk, "shape") else chunk)]
 
 
 def infer_rows(addresses: Sequence[str], secret: str, timeout: float, chunk_rows: int, iterator: Iterable
@@ -213,7 +217,7 @@ def infer_rows(addresses: Sequence[str], secret: str, timeout: float, chunk_rows
         if chunk:
             yield p.ROWS, pickle.dumps(chunk, protocol=5), len(chunk)
 
-    yield from _infer(address, secret, timeout, chunks())
+    yield from _rows(_infer(address, secret, timeout, chunks()))
 
 
 def infer_arrow(addresses: Sequence[str], secret: str, timeout: float, schema_json: str, batches: Iterable
@@ -224,17 +228,33 @@ def infer_arrow(addresses: Sequence[str], secret: str, timeout: float, schema_js
     from pyspark.sql.types import StructType
 
     address = addresses[_partition_id() % len(addresses)]
-    results = _infer(address, secret, timeout,
-                     ((p.ARROW, p.arrow_payload(b), b.num_rows) for b in batches if b.num_rows))
-    if not results:
+    chunks = _infer(address, secret, timeout,
+                    ((p.ARROW, p.arrow_payload(b), b.num_rows) for b in batches if b.num_rows))
+    if not chunks:
         return
     schema = to_arrow_schema(StructType.fromJson(json.loads(schema_json)))
     names = schema.names
-    rows = [{k: _plain(v) for k, v in as_result_row(r, names).items()} for r in results]
+    if len(names) == 1 and all(hasattr(c, "shape") for c in chunks):
+        # numpy results for a one-column schema: straight to Arrow, no Python loop per row
+        import numpy as np
+
+        yield pa.RecordBatch.from_arrays([_array_column(np.concatenate(chunks), schema.field(0).type)], names=names)
+        return
+    rows = [{k: _plain(v) for k, v in as_result_row(r, names).items()} for r in _rows(chunks)]
     try:
         yield pa.RecordBatch.from_pylist(rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise FeedError(f"inference results do not fit the schema {schema}: {exc}") from None
+
+
+def _array_column(values, arrow_type):
+    """A numpy array (one row per result) as an Arrow column of ``arrow_type``."""
+    import pyarrow as pa
+
+    if values.ndim == 1:
+        return pa.array(values).cast(arrow_type)
+    flat = values.reshape(len(values), -1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1]).cast(arrow_type)
 
 
 def as_result_row(result, names: Sequence[str]) -> dict:

@@ -60,6 +60,41 @@ class DataFeed:
             return {name: [_field(row, col) for row in rows] for col, name in self.input_mapping.items()}
         return rows
 
+    def next_arrays(self, batch_size: int) -> dict:
+        """Like ``next_batch``, but returns ``{column: numpy array}`` with no Python object per row.
+
+        For DataFrame feeds, array columns become 2-D arrays; for RDD feeds, rows are stacked per field
+        (tuple rows by position, dict rows by key, scalar rows under key 0). Empty at the end of the feed.
+        Answer with ``batch_results(array)``: results then travel as arrays too.
+        """
+        import numpy as np
+
+        if self._pending:
+            raise RuntimeError("next_arrays() cannot follow a next_batch() that left rows pending")
+        parts: list = []
+        rows = 0
+        while rows < batch_size:
+            item = self._take()
+            if item is _END:
+                break
+            if item is None:  # end of an inference partition
+                self._end_of_partition = True
+                if rows or not self.train_mode:
+                    break
+                continue
+            take = min(item.rows, batch_size - rows)
+            if take < item.rows:  # keep the rest for the next call
+                rest = Chunk(item.data.slice(take) if item.is_arrow else item.data[take:], item.rows - take,
+                             item.epoch, item.quota, item.is_arrow)
+                self._held = rest
+                item = Chunk(item.data.slice(0, take) if item.is_arrow else item.data[:take], take,
+                             item.epoch, item.quota, item.is_arrow)
+            parts.append(_chunk_arrays(item))
+            rows += take
+        if not parts:
+            return {}
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
     def should_stop(self) -> bool:
         """True once the feed was terminated, or ended (``shutdown``) and everything was read."""
         if self._server.terminating.is_set():
@@ -129,6 +164,19 @@ class DataFeed:
             item = self._take()
             self._held = None if item is _END else item
         return self._held
+
+
+def _chunk_arrays(chunk: Chunk) -> dict:
+    import numpy as np
+
+    if chunk.is_arrow:
+        batch = chunk.data
+        return {name: _arrow_array(batch.column(i), name, None) for i, name in enumerate(batch.schema.names)}
+    first = chunk.data[0]
+    if not isinstance(first, (dict, tuple, list)):
+        return {0: np.asarray(chunk.data)}  # scalar rows
+    keys = list(first) if isinstance(first, dict) else list(range(len(first)))
+    return {key: np.asarray([_field(row, key) for row in chunk.data]) for key in keys}
 
 
 def _rows_of(chunk: Chunk) -> list:

@@ -33,6 +33,17 @@ class Chunk:
         self.data, self.rows, self.epoch, self.quota, self.is_arrow = data, rows, epoch, quota, is_arrow
 
 
+def _first_rows(chunks: list, rows: int) -> list:
+    """The chunks holding the first ``rows`` results (the last one cut to fit)."""
+    out, left = [], rows
+    for chunk in chunks:
+        if left <= 0:
+            break
+        out.append(chunk[:left])
+        left -= len(out[-1])
+    return out
+
+
 class FeedServer:
     """Accepts authenticated feed connections on an already-bound listening socket.
 
@@ -50,9 +61,9 @@ class FeedServer:
         self.terminating = threading.Event()
         self.done = threading.Event()
         self._infer_lock = threading.Lock()
-        self._results: list = []
+        self._results: list = []  # chunks of results: lists, or numpy arrays (one row per result)
+        self._result_rows = 0
         self._results_ready = threading.Condition()
-        self._expected_results = None
         self.rejected = 0
 
     def start(self) -> None:
@@ -136,8 +147,7 @@ class FeedServer:
     def _serve_infer(self, conn: socket.socket) -> None:
         rows = 0
         with self._results_ready:
-            self._results = []
-            self._expected_results = None
+            self._results, self._result_rows = [], 0
         while True:
             kind, payload = p.recv_frame(conn)
             if kind == p.END:
@@ -149,18 +159,21 @@ class FeedServer:
                 return
         self._put(self.infer_q, None)  # end of partition
         with self._results_ready:
-            self._expected_results = rows
-            while len(self._results) < rows and not self.terminating.is_set():
+            while self._result_rows < rows and not self.terminating.is_set():
                 self._results_ready.wait(POLL)
-            results, self._results = self._results[:rows], []
-        if len(results) < rows:
+            complete = self._result_rows >= rows
+            results, self._results, self._result_rows = _first_rows(self._results, rows), [], 0
+        if not complete:
             p.send_frame(conn, p.STOP)
             return
         p.send_pickle(conn, p.RESULTS, results)
 
-    def add_results(self, results: list) -> None:
+    def add_results(self, results) -> None:
+        """Adds results for the rows read so far: a sequence, or a numpy array with one row per result."""
+        chunk = results if hasattr(results, "shape") and hasattr(results, "dtype") else list(results)
         with self._results_ready:
-            self._results.extend(results)
+            self._results.append(chunk)
+            self._result_rows += len(chunk)
             self._results_ready.notify_all()
 
     def terminate(self) -> None:

@@ -41,6 +41,7 @@ export SPARK_LOCAL_IP=127.0.0.1
         --conf spark.executor.memory=1500m \
         --conf spark.driver.host=127.0.0.1 \
         --conf spark.driver.bindAddress=127.0.0.1 \
+        --conf spark.log.level=WARN \
         examples/mnist/mnist_tf.py \
         --cluster_size 2 \
         --images_labels "$DATA/tfr" \

@@ -138,3 +138,13 @@ def feed_double_arrays(args, ctx):
         if cols:
             values = cols["id"] if "id" in cols else cols[0]
             feed.batch_results(values * 2)
+
+
+def feed_slowly(args, ctx):
+    """Reads the feed slowly after writing its pid, so a test can kill it mid-train."""
+    with open(os.path.join(args["out"], f"pid{ctx.worker_num}"), "w") as f:
+        f.write(str(os.getpid()))
+    feed = ctx.get_data_feed(train_mode=True)
+    while not feed.should_stop():
+        feed.next_batch(10)
+        time.sleep(0.05)

@@ -16,7 +16,6 @@ node's failure stops all the others and is raised on the driver with its traceba
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import secrets
@@ -30,9 +29,8 @@ from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
 from ._node.spark_task import local_address_towards, node_partition
 from ._node.supervisor import LaunchSpec, NodePlace, run_node
-from ._feed import client as feed
-from ._feed.client import FeedError, FeedTarget
-from ._feed.plan import make_plan
+from ._feed import driver as feed_driver
+from ._feed.client import FeedError, end_feed
 from ._node.tf_config import make_template
 from .config import Settings, from_env
 from .errors import (
@@ -171,7 +169,7 @@ class TFCluster:
         limit = None if timeout is None or timeout < 0 else float(timeout)
         try:
             if self.input_mode == InputMode.SPARK:
-                feed.end_feed(self._feed_addresses(), self._config.spec.secret)
+                end_feed(self._feed_addresses(), self._config.spec.secret)
             finished = self._wait(self._state.training_done, limit)
             if self._state.phase is Phase.FAILED:
                 raise self._failed("The TF cluster failed.")
@@ -219,39 +217,7 @@ class TFCluster:
             FeedError: feeding failed for another reason.
         """
         self._require_spark_mode("train")
-        if num_epochs < 0:
-            raise ConfigError(f"num_epochs must be >= 0, got {num_epochs}")
-        epochs = num_epochs or 10
-        addresses = self._feed_addresses()
-        is_df = _is_dataframe(dataRDD)
-        cached = dataRDD.is_cached
-        data = dataRDD if cached else dataRDD.persist(_storage_level())
-        try:
-            counts = self._partition_counts(data, is_df)
-            plan = make_plan(counts, len(addresses))
-            if plan.quota == 0:
-                raise ConfigError(f"train() got {sum(counts)} rows for {len(addresses)} training nodes: each node "
-                                  "needs at least one row per epoch")
-            logger.info("feeding %d epoch(s) of %d rows: %d rows per node per epoch, %d rows per epoch not fed "
-                        "(equal rows per node)", epochs, sum(counts), plan.quota, plan.dropped)
-            for epoch in range(epochs):
-                target = FeedTarget(tuple(addresses), self._config.spec.secret, plan.segments, plan.quota,
-                                    epoch, self._config.settings.feed_chunk_rows, float(feed_timeout))
-                if is_df:
-                    fn = _spark.bind(feed.train_arrow, target)
-                    action = lambda fn=fn: data.mapInArrow(fn, "stopped long, sent long").collect()
-                    stopped = lambda rows: all(r.sent and r.stopped == r.sent for r in rows if r.sent)
-                else:
-                    fn = _spark.bind(feed.train_rows, target)
-                    action = lambda fn=fn: data.mapPartitions(fn).collect()
-                    stopped = lambda rows: all(o == "stopped" for r in rows for o in json.loads(r)["outcomes"])
-                results = self._run_feed_job(action, f"tfos: feed epoch {epoch + 1}/{epochs}")
-                if stopped(results):
-                    logger.info("the TF nodes terminated the feed during epoch %d", epoch + 1)
-                    break
-        finally:
-            if not cached:
-                data.unpersist()
+        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout))
 
     def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input", schema: Any = None):
         """Scores an RDD or DataFrame on the training nodes (InputMode.SPARK only); lazy, like any Spark transform.
@@ -268,19 +234,7 @@ class TFCluster:
             An RDD of results, or a DataFrame for a DataFrame input.
         """
         self._require_spark_mode("inference")
-        addresses = tuple(self._feed_addresses())
-        secret, timeout = self._config.spec.secret, float(feed_timeout)
-        if not _is_dataframe(dataRDD):
-            chunk = self._config.settings.feed_chunk_rows
-            return dataRDD.mapPartitions(_spark.bind(feed.infer_rows, addresses, secret, timeout, chunk))
-        if schema is None:
-            raise ConfigError("inference(DataFrame) needs schema=, the schema of the results "
-                              "(e.g. 'prediction long')")
-        from pyspark.sql.types import StructType, _parse_datatype_string
-
-        struct = schema if isinstance(schema, StructType) else _parse_datatype_string(schema)
-        fn = _spark.bind(feed.infer_arrow, addresses, secret, timeout, struct.json())
-        return dataRDD.mapInArrow(fn, struct)
+        return feed_driver.inference(self, dataRDD, float(feed_timeout), schema)
 
     def tensorboard_url(self) -> str | None:
         """The URL of the TensorBoard started with ``tensorboard=True``, else None."""
@@ -301,15 +255,6 @@ class TFCluster:
     def _feed_addresses(self) -> list[str]:
         """Feed addresses of the nodes that take data (chief/master/worker), in node order."""
         return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
-
-    def _partition_counts(self, data, is_df: bool) -> list[int]:
-        if is_df:
-            rows = self._run_feed_job(
-                lambda: data.mapInArrow(feed.count_arrow, "partition int, rows long").collect(), "tfos: count rows")
-            counts = dict((r.partition, r.rows) for r in rows)
-            return [counts.get(i, 0) for i in range(max(counts, default=-1) + 1)]
-        pairs = self._run_feed_job(lambda: data.mapPartitionsWithIndex(feed.count_rows).collect(), "tfos: count rows")
-        return [n for _, n in sorted(pairs)]
 
     def _run_feed_job(self, action: Callable[[], list], description: str) -> list:
         """Runs a Spark job that talks to the nodes; a node failure cancels it and raises the root cause."""
@@ -543,16 +488,6 @@ def run(
     if tensorboard:
         cluster._await_tensorboard(timeout=10 * config.heartbeat_interval)
     return cluster
-
-
-def _is_dataframe(data: Any) -> bool:
-    return hasattr(data, "mapInArrow") and hasattr(data, "schema")
-
-
-def _storage_level():
-    from pyspark import StorageLevel
-
-    return StorageLevel.MEMORY_AND_DISK
 
 
 def _shared_executors(cluster_info: list[dict]) -> dict[str, list[int]]:

@@ -15,7 +15,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse
 import json
-import math
 
 
 def parse_example(record):

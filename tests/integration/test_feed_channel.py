@@ -11,7 +11,6 @@ from tfos._feed import protocol as p
 from tfos._feed.client import FeedTarget, _Link
 from tfos._feed.datafeed import DataFeed
 from tfos._feed.server import FeedServer
-from tfos.errors import AuthenticationError
 
 SECRET = "feed-secret"
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
 def uneven_df(spark, sizes, width=4, bad_row=None):
     """A DataFrame whose partitions hold ``sizes`` rows: x (array<float> of ``width``), label (long)."""
-    rows, part = [], []
+    rows = []
     for p, n in enumerate(sizes):
         for i in range(n):
             w = width - 1 if bad_row == (p, i) else width

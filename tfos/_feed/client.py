@@ -11,7 +11,6 @@ import dataclasses
 import json
 import pickle
 import select
-import socket
 from typing import Iterable, Iterator, Sequence
 
 from ..errors import TFOSError

@@ -206,7 +206,6 @@ def _split_label(names: list, label) -> tuple[list, Any]:
 
 
 def _infer_signature(chunk: Chunk, label):
-    import numpy as np
     import tensorflow as tf
 
     if chunk.is_arrow:
@@ -279,7 +278,6 @@ def _arrow_array(column, name: str, shape):
 
 
 def _cast(arr, spec, where: str):
-    import numpy as np
 
     want = tuple(spec.shape)
     if tuple(arr.shape[1:]) != want and spec.shape.is_fully_defined():

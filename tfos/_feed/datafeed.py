@@ -38,7 +38,6 @@ class DataFeed:
         self._q = mgr.train_q if train_mode else mgr.infer_q
         self._pending: list = []
         self._held: Chunk | None = None
-        self._end_of_partition = False
 
     # ----- TensorFlowOnSpark API -------------------------------------------------------------------------
     def next_batch(self, batch_size: int) -> list | dict:
@@ -46,14 +45,9 @@ class DataFeed:
         rows = self._pending
         self._pending = []
         while len(rows) < batch_size:
-            item = self._take()
-            if item is _END:
+            item = self._next_chunk()
+            if item is None:
                 break
-            if item is None:  # end of an inference partition
-                self._end_of_partition = True
-                if rows or not self.train_mode:
-                    break
-                continue
             rows.extend(_rows_of(item))
         rows, self._pending = rows[:batch_size], rows[batch_size:]
         if self.input_mapping:
@@ -74,14 +68,9 @@ class DataFeed:
         parts: list = []
         rows = 0
         while rows < batch_size:
-            item = self._take()
-            if item is _END:
+            item = self._next_chunk()
+            if item is None:
                 break
-            if item is None:  # end of an inference partition
-                self._end_of_partition = True
-                if rows or not self.train_mode:
-                    break
-                continue
             take = min(item.rows, batch_size - rows)
             if take < item.rows:  # keep the rest for the next call
                 rest = Chunk(item.data.slice(take) if item.is_arrow else item.data[take:], item.rows - take,
@@ -148,6 +137,11 @@ class DataFeed:
         return ds.with_options(options)
 
     # ----- internals -------------------------------------------------------------------------------------
+    def _next_chunk(self) -> Chunk | None:
+        """The next chunk, or None where a batch must end: the end of the feed or of an inference partition."""
+        item = self._take()
+        return None if item is _END else item
+
     def _take(self):
         if self._held is not None:
             chunk, self._held = self._held, None

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from . import _spark
 from ._control.reservation import Phase, Reservation
-from ._control.server import ControlServer
+from ._control.server import ControlServer, print_lines
 from ._node.spark_task import local_address_towards, node_partition
 from ._node.supervisor import LaunchSpec, NodePlace, run_node
 from ._feed import driver as feed_driver
@@ -452,7 +452,8 @@ def run(
     host = config.control_host or _spark.conf(sc, "spark.driver.host") or local_address_towards("8.8.8.8:53")
     reservation = Reservation(template, node_lost_timeout=config.node_lost_timeout)
     secret = secrets.token_hex(32)
-    server = ControlServer(reservation, secret, host, max_workers=max(16, 2 * num_executors + 4))
+    server = ControlServer(reservation, secret, host, max_workers=max(16, 2 * num_executors + 4),
+                           log_sink=print_lines if config.forward_logs else None)
     address = server.start()
     spec = LaunchSpec(
         cluster_id=secrets.token_hex(8), control_address=address, secret=secret, template=template,
@@ -460,6 +461,7 @@ def run(
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port, legacy_keras=config.legacy_keras,
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
+        forward_logs=config.forward_logs,
     )
     run_config = _RunConfig(num_executors, spark_nodes, input_mode, tuple(queues), driver_ps_nodes, config, spec)
     logger.info("starting TF cluster %s: %s nodes %s on %s task slots; control server %s; settings %s",

@@ -15,6 +15,7 @@ legacy_keras                   TFOS_LEGACY_KERAS           1          set TF_USE
 control_host                   TFOS_CONTROL_HOST           (driver)   address the driver's control server binds to
 log_tail_lines                 TFOS_LOG_TAIL_LINES         100        lines of a TF process's output kept for reports
 feed_chunk_rows                TFOS_FEED_CHUNK_ROWS        1024       RDD rows sent per feed message (InputMode.SPARK)
+forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr
 =============================  ==========================  =========  ===================================================
 """
 
@@ -45,6 +46,7 @@ class Settings:
     control_host: str = ""
     log_tail_lines: int = 100
     feed_chunk_rows: int = 1024
+    forward_logs: bool = True
 
     def __post_init__(self) -> None:
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):

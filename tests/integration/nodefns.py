@@ -148,3 +148,10 @@ def feed_slowly(args, ctx):
     while not feed.should_stop():
         feed.next_batch(10)
         time.sleep(0.05)
+
+
+def say_hello(args, ctx):
+    print(f"hello from node {ctx.worker_num}", flush=True)
+    import sys
+
+    print(f"warning on stderr from node {ctx.worker_num}", file=sys.stderr, flush=True)

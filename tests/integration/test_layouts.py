@@ -86,3 +86,14 @@ def test_tensorboard_on_the_chief(spark_local_cluster, tmp_path):
     cluster.shutdown(timeout=120)
     if board_pid:
         assert not psutil.pid_exists(board_pid) or psutil.Process(board_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_node_output_reaches_the_driver_with_its_role(spark_local_cluster, capfd):
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.say_hello, {}, 2, master_node="chief")
+    cluster.shutdown(timeout=120)
+    err = capfd.readouterr().err
+    assert "[chief:0] hello from node 0" in err and "[worker:0] hello from node 1" in err
+    assert "[worker:0] warning on stderr from node 1" in err
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.say_hello, {}, 2, forward_logs=False)
+    cluster.shutdown(timeout=120)
+    assert "hello from node" not in capfd.readouterr().err

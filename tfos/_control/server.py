@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import sys
 import threading
 import time
 from concurrent import futures
@@ -56,9 +57,10 @@ class _SecretInterceptor(grpc.ServerInterceptor):
 class ControlServicer:
     """Serves the four control calls; every state change notifies long-polling callers."""
 
-    def __init__(self, reservation: Reservation) -> None:
+    def __init__(self, reservation: Reservation, log_sink=None) -> None:
         self.reservation = reservation
         self.changed = threading.Condition()
+        self.log_sink = log_sink
 
     def Register(self, request, context):
         info = NodeInfo(**request["node"])
@@ -89,9 +91,17 @@ class ControlServicer:
             }
 
     def Heartbeat(self, request, context):
+        progress = dict(request.get("progress") or {})
+        lines, dropped = progress.pop("lines", None), progress.pop("dropped", 0)
+        worker_num = int(request["worker_num"])
         with self.changed:
-            command = self.reservation.heartbeat(int(request["worker_num"]), request.get("progress"))
-            return {"command": command, "abort_reason": self.reservation.abort_reason}
+            command = self.reservation.heartbeat(worker_num, progress)
+            reason = self.reservation.abort_reason
+            node = self.reservation.nodes.get(worker_num)
+        if (lines or dropped) and self.log_sink is not None:
+            label = f"{node.job_name}:{node.task_index}" if node else f"node {worker_num}"
+            self.log_sink(label, lines or [], int(dropped))
+        return {"command": command, "abort_reason": reason}
 
     def ReportExit(self, request, context):
         failure = request.get("failure")
@@ -103,6 +113,18 @@ class ControlServicer:
             return {"command": self.reservation.command_for(int(request["worker_num"]))}
 
 
+def print_lines(role: str, lines: list, dropped: int) -> None:
+    """The driver's default log sink: each node line on stderr, prefixed with its role (``[worker:1]``)."""
+    out = "".join(f"[{role}] {line}\n" for line in lines)
+    if dropped:
+        out += f"[{role}] ... {dropped} line(s) dropped here (the driver fell behind); see the executor log\n"
+    try:
+        sys.stderr.write(out)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class ControlServer:
     """Runs a :class:`ControlServicer` on a gRPC server bound to ``host`` (port chosen by the OS).
 
@@ -111,10 +133,12 @@ class ControlServer:
         secret: the cluster's secret; calls without it are refused.
         host: the address to bind and advertise (the driver's address, not 0.0.0.0, unless asked).
         max_workers: threads serving calls; each node holds at most one at a time.
+        log_sink: called with ``(role, lines, dropped)`` for the output lines nodes forward.
     """
 
-    def __init__(self, reservation: Reservation, secret: str, host: str, max_workers: int = 16) -> None:
-        self.servicer = ControlServicer(reservation)
+    def __init__(self, reservation: Reservation, secret: str, host: str, max_workers: int = 16,
+                 log_sink=None) -> None:
+        self.servicer = ControlServicer(reservation, log_sink)
         self.host = host
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tfos-control"),

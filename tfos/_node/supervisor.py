@@ -57,6 +57,7 @@ class LaunchSpec:
     reservation_timeout: float = 600.0
     stop_grace_secs: float = 10.0
     log_tail_lines: int = 100
+    forward_logs: bool = True
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -107,20 +108,40 @@ def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_co
     return env
 
 
-class _OutputPump(threading.Thread):
-    """Copies the child's output lines to this process's stderr with a ``[worker:1]`` prefix; keeps a tail."""
+# Output lines waiting for the next heartbeat to the driver; older ones are dropped (and counted) beyond this.
+FORWARD_BUFFER = 2000
 
-    def __init__(self, stream, prefix: str, keep: int, sink=None) -> None:
+
+class _OutputPump(threading.Thread):
+    """Copies the child's output lines to this process's stderr with a ``[worker:1]`` prefix; keeps a tail
+    for failure reports and, when forwarding, the lines not yet sent to the driver."""
+
+    def __init__(self, stream, prefix: str, keep: int, forward: bool = False, sink=None) -> None:
         super().__init__(name=f"tfos-output-{prefix}", daemon=True)
         self.stream = stream
         self.prefix = prefix
         self.tail: collections.deque[str] = collections.deque(maxlen=keep)
+        self.forward = forward
+        self.unsent: collections.deque[str] = collections.deque(maxlen=FORWARD_BUFFER)
+        self.dropped = 0
         self.sink = sink or sys.stderr
+
+    def drain(self) -> dict:
+        """The lines for the driver since the last call (``{}`` when there are none)."""
+        lines = []
+        while self.unsent:
+            lines.append(self.unsent.popleft())
+        dropped, self.dropped = self.dropped, 0
+        return {"lines": lines, "dropped": dropped} if lines or dropped else {}
 
     def run(self) -> None:
         for raw in iter(self.stream.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
             self.tail.append(line)
+            if self.forward:
+                if len(self.unsent) == FORWARD_BUFFER:
+                    self.dropped += 1
+                self.unsent.append(line)
             try:
                 self.sink.write(f"[{self.prefix}] {line}\n")
                 self.sink.flush()
@@ -259,7 +280,7 @@ def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
         stderr=subprocess.STDOUT, pass_fds=keep_fd + ([feed_fd] if feed_fd is not None else []),
         start_new_session=True, cwd=os.getcwd(),
     )
-    pump = _OutputPump(proc.stdout, role, spec.log_tail_lines)
+    pump = _OutputPump(proc.stdout, role, spec.log_tail_lines, forward=spec.forward_logs)
     pump.start()
     try:
         proc.stdin.write(pickle.dumps(payload))
@@ -273,7 +294,7 @@ def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
         on_started({"worker_num": place.worker_num, "role": summary["role"], "pid": proc.pid})
     watched = False
     try:
-        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid)
+        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid, pump)
         watched = True
     finally:
         if proc.poll() is None:
@@ -281,6 +302,8 @@ def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
         if board is not None and not watched:
             _stop_process_group(board, 2.0)
         pump.join(timeout=5)
+    if spec.forward_logs and watched:
+        client.heartbeat(place.worker_num, pump.drain())  # the last lines, before the exit report
     try:
         return _report(spec, place, client, proc.returncode, ended_by, reason, error_file, pump, summary, board)
     finally:
@@ -352,7 +375,7 @@ def _alive(pid: int) -> bool:
 
 
 def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec, progress: dict,
-           watch_pid: int | None = None) -> tuple[str | None, str]:
+           watch_pid: int | None = None, pump: _OutputPump | None = None) -> tuple[str | None, str]:
     """Waits for the child, heartbeating; returns ``(None, "")`` when it ended by itself, else the command."""
     next_beat = 0.0
     while True:
@@ -363,7 +386,7 @@ def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec:
             pass
         now = time.monotonic()
         if now >= next_beat:
-            command, reason = client.heartbeat(worker_num, progress)
+            command, reason = client.heartbeat(worker_num, {**progress, **(pump.drain() if pump else {})})
             next_beat = now + spec.heartbeat_interval
             if watch_pid and not _alive(watch_pid):
                 _stop_process_group(proc, min(spec.stop_grace_secs, 3))

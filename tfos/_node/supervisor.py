@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,16 +249,27 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
 
 def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary, on_started
                ) -> dict:
-    role = summary["role"]
     workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
-    error_file = os.path.join(workdir, "error.json")
     log_dir = spec.log_dir
     board, progress = None, {}
-    if spec.tensorboard and place.worker_num == tensorboard_node(spec.template):
-        # TensorFlowOnSpark's default: a directory in the executor's working directory.
-        log_dir = log_dir or os.path.abspath(f"tensorboard_{place.worker_num}")
-        board, tb_port = start_tensorboard(log_dir, place.host)
-        progress = {"tb_port": tb_port, "tb_pid": board.pid}
+    try:
+        if spec.tensorboard and place.worker_num == tensorboard_node(spec.template):
+            # TensorFlowOnSpark's default: a directory in the executor's working directory.
+            log_dir = log_dir or os.path.abspath(f"tensorboard_{place.worker_num}")
+            board, tb_port = start_tensorboard(log_dir, place.host)
+            progress = {"tb_port": tb_port, "tb_pid": board.pid}
+        return _run_child(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary,
+                          on_started, os.path.join(workdir, "error.json"), log_dir, board, progress)
+    finally:
+        if board is not None:
+            _stop_process_group(board, 2.0)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_child(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary, on_started,
+               error_file, log_dir, board, progress) -> dict:
+    """Starts the TF process, watches it to its end and reports how it ended."""
+    role = summary["role"]
     env = child_env(os.environ, spec, place, tf_config_json(cluster_spec, job_name, task_index), error_file,
                     job_name, task_index, log_dir)
     keep_fd = [] if spec.release_port else [sock.fileno()]
@@ -292,23 +304,15 @@ def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
         feed_sock.close()  # the child serves the feed on its own copy
     if on_started is not None:
         on_started({"worker_num": place.worker_num, "role": summary["role"], "pid": proc.pid})
-    watched = False
     try:
         ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid, pump)
-        watched = True
     finally:
         if proc.poll() is None:
             _stop_process_group(proc, spec.stop_grace_secs)
-        if board is not None and not watched:
-            _stop_process_group(board, 2.0)
         pump.join(timeout=5)
-    if spec.forward_logs and watched:
+    if spec.forward_logs:
         client.heartbeat(place.worker_num, pump.drain())  # the last lines, before the exit report
-    try:
-        return _report(spec, place, client, proc.returncode, ended_by, reason, error_file, pump, summary, board)
-    finally:
-        if board is not None:
-            _stop_process_group(board, 2.0)
+    return _report(spec, place, client, proc.returncode, ended_by, reason, error_file, pump, summary, board)
 
 
 def _report(spec, place, client, code, ended_by, reason, error_file, pump, summary, board) -> dict:

@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+import _results  # bench/_results.py (the script's own directory is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 FEATURES = 784
 ROW_BYTES = FEATURES * 4 + 8
@@ -200,13 +202,7 @@ def write_report(args, runs) -> None:
         lines.append(f"| {label} | {med[key]:,.0f} | {med[key] * ROW_BYTES / 1e6:,.1f} | {min(v):,.0f} | "
                      f"{max(v):,.0f} | {med[key] / med['ceiling']:.1%} | {med[key] / med['queue']:,.1f}x | "
                      f"{med[key] / med['spark_alone']:.0%} |")
-    lines += ["", "Raw runs (rows/s):", ""]
-    for key, values in runs.items():
-        lines.append(f"- {key}: " + ", ".join(f"{v:,.0f}" for v in values))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _results.save(args.out, lines, runs)
 
 
 if __name__ == "__main__":

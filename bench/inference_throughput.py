@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+import _results  # bench/_results.py (the script's own directory is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 FEATURES = 784
 
@@ -189,12 +191,7 @@ def write_report(args, runs) -> None:
         v = runs[key]
         lines.append(f"| {label} | {med[key]:,.0f} | {min(v):,.0f} | {max(v):,.0f} | {med[key] / base:.2f}x | "
                      f"{med[key] / med['ceiling']:.1%} |")
-    lines += ["", "Raw runs (rows/s):", ""]
-    lines += [f"- {key}: " + ", ".join(f"{v:,.0f}" for v in values) for key, values in runs.items()]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _results.save(args.out, lines, runs)
 
 
 if __name__ == "__main__":

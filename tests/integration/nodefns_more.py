@@ -1,0 +1,36 @@
+"""main functions for the TFParallel, pipeline and ParameterServerStrategy tests (pickled by value, like
+``nodefns``: executors cannot import tests/)."""
+
+import json
+import os
+import time
+
+
+def pss_train(args, ctx):
+    """An unchanged ParameterServerStrategy program (TensorFlow's tutorial shape): ps and workers serve until
+    stopped, the chief coordinates ``model.fit``."""
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type in ("worker", "ps"):
+        with open(os.path.join(args["out"], f"server{ctx.worker_num}.json"), "w") as f:
+            json.dump({"job": resolver.task_type, "index": resolver.task_id, "pid": os.getpid()}, f)
+        server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                                      task_index=resolver.task_id, protocol=resolver.rpc_layer or "grpc",
+                                      start=True)
+        server.join()
+        return
+    strategy = tf.distribute.ParameterServerStrategy(resolver)
+    x = tf.random.stateless_normal((256, 4), seed=(1, 2))
+    y = tf.cast(tf.reduce_sum(x, axis=1) > 0, tf.int64)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(2)])
+        model.compile(optimizer="sgd", steps_per_execution=1,
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16)
+    model.fit(ds, epochs=args.get("epochs", 2), steps_per_epoch=args.get("steps", 4), verbose=0)
+    variables = {v.name: v.device for v in model.trainable_variables}
+    with open(os.path.join(args["out"], "chief.json"), "w") as f:
+        json.dump({"iterations": int(model.optimizer.iterations.numpy()), "devices": variables,
+                   "num_workers": strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers")
+                   else None, "pid": os.getpid()}, f)

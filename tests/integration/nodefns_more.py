@@ -34,3 +34,22 @@ def pss_train(args, ctx):
         json.dump({"iterations": int(model.optimizer.iterations.numpy()), "devices": variables,
                    "num_workers": strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers")
                    else None, "pid": os.getpid()}, f)
+
+
+def parallel_record(args, ctx):
+    """A TFParallel instance: returns what it saw (and a tiny TF computation when asked)."""
+    seen = {
+        "worker_num": ctx.worker_num, "executor_id": ctx.executor_id, "num_workers": ctx.num_workers,
+        "default_fs": ctx.defaultFS, "tf_config": os.environ.get("TF_CONFIG"), "pid": os.getpid(),
+        "legacy": os.environ.get("TF_USE_LEGACY_KERAS"), "spark_executor_id": ctx.spark_executor_id,
+        "is_chief": ctx.is_chief, "abs": ctx.absolute_path("data"),
+    }
+    if args.get("tf"):
+        import tensorflow as tf
+
+        seen["sum"] = float(tf.reduce_sum(tf.range(ctx.worker_num + 1, dtype=tf.float32)).numpy())
+    if args.get("fail") == ctx.worker_num:
+        print(f"instance {ctx.worker_num} about to fail", flush=True)
+        raise ValueError(f"boom on instance {ctx.worker_num}")
+    time.sleep(args.get("sleep", 0))
+    return seen

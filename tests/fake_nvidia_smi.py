@@ -1,0 +1,40 @@
+"""A fake ``nvidia-smi`` for GPU tests: an executable script answering the two queries tfos makes.
+
+``install(directory, gpus, apps)`` writes ``directory/nvidia-smi``; its answers come from ``nvidia-smi.json``
+beside it, so a test can change them while nodes run. ``gpus`` are ``(index, uuid, memory_used_mib)``
+tuples; ``apps`` are ``(gpu_uuid, pid)`` compute processes.
+"""
+
+import json
+import os
+import sys
+
+SCRIPT = """#!{python}
+import json, os, sys
+state = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "nvidia-smi.json")))
+args = " ".join(sys.argv[1:])
+if "--query-gpu=index,uuid,memory.used,memory.total" in args and "noheader,nounits" in args:
+    for index, uuid, used in state["gpus"]:
+        print(f"{{index}}, {{uuid}}, {{used}}, 16160")
+elif "--query-compute-apps=gpu_uuid,pid" in args and "noheader,nounits" in args:
+    for uuid, pid in state["apps"]:
+        print(f"{{uuid}}, {{pid}}")
+else:
+    print("fake nvidia-smi: unexpected arguments " + args, file=sys.stderr)
+    sys.exit(2)
+if not state["gpus"] and "--query-gpu" in args:
+    print("No devices were found")
+    sys.exit(6)
+"""
+
+
+def install(directory, gpus, apps=()):
+    """Writes an executable fake ``nvidia-smi`` into ``directory``; returns its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(str(directory), "nvidia-smi")
+    with open(path, "w") as f:
+        f.write(SCRIPT.format(python=sys.executable))
+    os.chmod(path, 0o755)
+    with open(os.path.join(str(directory), "nvidia-smi.json"), "w") as f:
+        json.dump({"gpus": [list(g) for g in gpus], "apps": [list(a) for a in apps]}, f)
+    return path

@@ -388,7 +388,10 @@ def run(
     - ``TF_CONFIG``: the cluster (evaluator excluded, as TensorFlow wants) and this node's task.
     - ``TF_USE_LEGACY_KERAS=1`` (unless ``legacy_keras=False`` / ``TFOS_LEGACY_KERAS=0``): ``tf.keras`` is
       tf-keras 2, which works under MultiWorkerMirroredStrategy ``model.fit``; Keras 3 fails there today.
-    - ``CUDA_VISIBLE_DEVICES``: the GPUs Spark assigned to the task, when Spark schedules GPUs.
+    - ``CUDA_VISIBLE_DEVICES``: the GPUs Spark assigned to the task, when Spark schedules GPUs; otherwise
+      ``gpus_per_node`` (``TFOS_GPUS_PER_NODE``, or ``tf_args.num_gpus``) GPUs of the host that ``nvidia-smi``
+      shows free (then least used), never given to two nodes of one host, with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``;
+      ``""`` on ps nodes; unchanged where ``nvidia-smi`` is missing or finds no GPU.
     - ``TFOS_WORKER_NUM``, ``TFOS_JOB_NAME``, ``TFOS_TASK_INDEX``, ``TFOS_LOG_DIR``, ``TFOS_ERROR_FILE``;
       ``PYTHONPATH`` (the executor's ``sys.path``) and ``PYTHONUNBUFFERED=1``.
 
@@ -434,6 +437,8 @@ def run(
         raise ConfigError("driver_ps_nodes=True needs num_ps > 0")
     if driver_ps_nodes and input_mode != InputMode.TENSORFLOW:
         raise ConfigError("driver_ps_nodes=True is only supported with InputMode.TENSORFLOW")
+    if settings.get("gpus_per_node") is None and _num_gpus(tf_args) is not None:
+        settings["gpus_per_node"] = _num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
     config = from_env(reservation_timeout=float(reservation_timeout), **settings)
     try:
         fn_bytes = cloudpickle.dumps(map_fun)
@@ -461,7 +466,7 @@ def run(
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port, legacy_keras=config.legacy_keras,
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
-        forward_logs=config.forward_logs,
+        forward_logs=config.forward_logs, gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
     )
     run_config = _RunConfig(num_executors, spark_nodes, input_mode, tuple(queues), driver_ps_nodes, config, spec)
     logger.info("starting TF cluster %s: %s nodes %s on %s task slots; control server %s; settings %s",
@@ -490,6 +495,12 @@ def run(
     if tensorboard:
         cluster._await_tensorboard(timeout=10 * config.heartbeat_interval)
     return cluster
+
+
+def _num_gpus(tf_args: Any) -> int | None:
+    """``num_gpus`` of TensorFlowOnSpark-style args (an argparse Namespace or a dict), if it is an int."""
+    value = tf_args.get("num_gpus") if isinstance(tf_args, dict) else getattr(tf_args, "num_gpus", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _shared_executors(cluster_info: list[dict]) -> dict[str, list[int]]:

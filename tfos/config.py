@@ -16,6 +16,9 @@ control_host                   TFOS_CONTROL_HOST           (driver)   address th
 log_tail_lines                 TFOS_LOG_TAIL_LINES         100        lines of a TF process's output kept for reports
 feed_chunk_rows                TFOS_FEED_CHUNK_ROWS        1024       RDD rows sent per feed message (InputMode.SPARK)
 forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr
+gpus_per_node                  TFOS_GPUS_PER_NODE          1          GPUs a node takes with nvidia-smi when Spark does
+                                                                      not schedule GPUs (0: hide GPUs from the node)
+gpu_lock_dir                   TFOS_GPU_LOCK_DIR           (tmp dir)  host directory for the GPU lock and claims files
 =============================  ==========================  =========  ===================================================
 """
 
@@ -47,6 +50,8 @@ class Settings:
     log_tail_lines: int = 100
     feed_chunk_rows: int = 1024
     forward_logs: bool = True
+    gpus_per_node: int = 1
+    gpu_lock_dir: str = ""
 
     def __post_init__(self) -> None:
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
@@ -61,6 +66,8 @@ class Settings:
             )
         if self.feed_chunk_rows < 1:
             raise ConfigError(f"feed_chunk_rows must be >= 1, got {self.feed_chunk_rows}")
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"gpus_per_node must be >= 0, got {self.gpus_per_node} (TFOS_GPUS_PER_NODE)")
         if self.log_tail_lines < 1:
             raise ConfigError(f"log_tail_lines must be >= 1, got {self.log_tail_lines}")
 

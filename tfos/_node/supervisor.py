@@ -28,6 +28,7 @@ from ..errors import NodeFailure
 from .._control.client import ClusterAborted, ControlClient
 from .._control.reservation import ABORT, STOP, NodeInfo
 from .child import ERROR_FILE_ENV
+from .gpus import GpuClaim, claim_gpus
 from .tf_config import role_of, tf_config_json
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class LaunchSpec:
     log_tail_lines: int = 100
     forward_logs: bool = True
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    gpus_per_node: int = 1  # without Spark GPU scheduling (see gpus.claim_gpus)
+    gpu_lock_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,8 +254,13 @@ def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
                ) -> dict:
     workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
     log_dir = spec.log_dir
-    board, progress = None, {}
+    board, progress, gpus = None, {}, None
     try:
+        if place.gpus is None:  # Spark does not schedule GPUs: take free ones of this host (nvidia-smi)
+            gpus = _claim_gpus(spec, place, job_name, summary["role"])
+            if gpus is not None:
+                place = dataclasses.replace(place, gpus=gpus.devices)
+                spec = dataclasses.replace(spec, extra_env={**spec.extra_env, **gpus.env})
         if spec.tensorboard and place.worker_num == tensorboard_node(spec.template):
             # TensorFlowOnSpark's default: a directory in the executor's working directory.
             log_dir = log_dir or os.path.abspath(f"tensorboard_{place.worker_num}")
@@ -263,7 +271,16 @@ def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
     finally:
         if board is not None:
             _stop_process_group(board, 2.0)
+        if gpus is not None:
+            gpus.release()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _claim_gpus(spec: LaunchSpec, place: NodePlace, job_name: str, role: str) -> GpuClaim | None:
+    """GPUs for a node Spark gave none: ``gpus_per_node`` free ones of this host, none for a ps node."""
+    count = 0 if job_name == "ps" else spec.gpus_per_node
+    return claim_gpus(count, f"cluster {spec.cluster_id} node {place.worker_num} ({role})", spec.gpu_lock_dir,
+                      os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def _run_child(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary, on_started,

@@ -97,3 +97,27 @@ def no_leftover_processes():
         psutil.wait_procs(list(new.values()), timeout=5)
         pytest.fail(f"{len(new)} process(es) still alive {_LEFTOVER_WAIT_SECS:.0f}s after the test (now killed):\n"
                     f"{listing}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS ``weed mini``) on loopback for the whole run; see tests/s3server.py.
+
+    It does not touch ``os.environ``: use ``s3_env`` for a test whose own process talks to S3.
+    """
+    from s3server import S3Server
+
+    server = S3Server(str(tmp_path_factory.mktemp("s3")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """``s3_server`` with its ``AWS_*`` variables set in this process for the test's duration."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server

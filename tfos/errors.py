@@ -8,8 +8,10 @@ Every error tfos raises on purpose derives from :class:`TFOSError`::
     ├── ReservationTimeoutError  not every node registered in time (also a TimeoutError)
     ├── ClusterFailedError       a TF node failed; carries every node's failure, root cause first
     ├── ShutdownTimeoutError     the TF cluster did not finish in time (also a TimeoutError)
-    └── ControlPlaneError        the driver <-> executor control channel failed
-        └── AuthenticationError  a request without the cluster's secret was refused
+    ├── ControlPlaneError        the driver <-> executor control channel failed
+    │   └── AuthenticationError  a request without the cluster's secret was refused
+    ├── StorageError             a path on local disk, S3 or HDFS is missing, unreachable or refused (also an OSError)
+    └── DataError                records cannot be read or converted (corrupt TFRecord, bad schema, wrong shape)
 
 All errors survive pickling (they cross Spark's task boundary), which a unit test checks.
 """
@@ -24,10 +26,12 @@ __all__ = [
     "ClusterFailedError",
     "ConfigError",
     "ControlPlaneError",
+    "DataError",
     "NodeFailure",
     "PlacementError",
     "ReservationTimeoutError",
     "ShutdownTimeoutError",
+    "StorageError",
     "TFOSError",
 ]
 
@@ -57,6 +61,14 @@ class ShutdownTimeoutError(TFOSError, TimeoutError):
 
 class ControlPlaneError(TFOSError):
     """The control channel between the driver and the TF nodes failed."""
+
+
+class StorageError(TFOSError, OSError):
+    """A path is missing, or its storage (local disk, S3, HDFS) cannot be reached or refused the request."""
+
+
+class DataError(TFOSError, ValueError):
+    """Records cannot be read or converted: a corrupt or truncated TFRecord, an unsupported schema, a bad shape."""
 
 
 class AuthenticationError(ControlPlaneError):

@@ -1,0 +1,137 @@
+"""tfos.fs and tfos._tfrecord: scheme handling, S3A settings, and the file-system contract on local disk."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from tfos import _tfrecord, fs
+from tfos.data import shard_of
+from tfos.errors import DataError, StorageError
+
+
+@pytest.mark.parametrize("url, kind, norm", [
+    ("/data/x", "file", "/data/x"),
+    ("rel/x", "file", "rel/x"),
+    ("file:///data/x", "file", "/data/x"),
+    ("s3://b/k", "s3", "s3://b/k"),
+    ("s3a://b/k", "s3", "s3://b/k"),
+    ("S3N://b/k", "s3", "s3://b/k"),
+    ("hdfs://nn:8020/p", "hdfs", "hdfs://nn:8020/p"),
+    ("memory://x", "memory", "memory://x"),
+])
+def test_scheme_and_normalize(url, kind, norm):
+    assert fs.scheme(url) == kind
+    assert fs.normalize(url) == norm
+
+
+def test_s3a_env_maps_hadoop_settings():
+    env = fs.s3a_env({
+        "spark.hadoop.fs.s3a.access.key": "AK",
+        "fs.s3a.secret.key": "SK",
+        "fs.s3a.endpoint": "127.0.0.1:9000",
+        "fs.s3a.connection.ssl.enabled": "false",
+        "fs.s3a.path.style.access": "true",
+        "fs.s3a.endpoint.region": "eu-west-1",
+        "fs.s3a.impl": "ignored",
+    })
+    assert env == {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK",
+                   "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1",
+                   "TFOS_S3_ADDRESSING_STYLE": "path"}
+    assert fs.s3a_env({"fs.s3a.endpoint": "s3.example.com"})["AWS_ENDPOINT_URL"] == "https://s3.example.com"
+    assert fs.s3a_env({}) == {}
+
+
+def test_s3_options_path_style_with_custom_endpoint():
+    opts = fs._s3_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"})
+    assert opts["endpoint_url"] == "http://127.0.0.1:1"
+    assert opts["config_kwargs"]["s3"] == {"addressing_style": "path"}
+    assert fs._s3_options({})["config_kwargs"]["s3"] == {"addressing_style": "auto"}
+    assert "endpoint_url" not in fs._s3_options({})
+
+
+def test_expand_files_dirs_globs(tmp_path):
+    for name in ("b.tfrecord", "a.tfrecord", "_SUCCESS", ".a.crc"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    a, b = str(tmp_path / "a.tfrecord"), str(tmp_path / "b.tfrecord")
+    assert fs.expand(str(tmp_path)) == [a, b]
+    assert fs.expand(str(tmp_path / "*.tfrecord")) == [a, b]
+    assert fs.expand([b, "file://" + a, b]) == [b, a]
+    with pytest.raises(StorageError, match="does not exist"):
+        fs.expand(str(tmp_path / "missing"))
+    with pytest.raises(StorageError, match="No files match"):
+        fs.expand(str(tmp_path / "*.parquet"))
+
+
+def test_expand_keeps_the_given_scheme():
+    import fsspec
+
+    mem = fsspec.filesystem("memory")
+    mem.pipe("/tfos-test-expand/part-1", b"x")
+    try:
+        [url] = fs.expand("memory://tfos-test-expand")
+        assert url.startswith("memory://") and url.endswith("/tfos-test-expand/part-1")
+        filesystem, path = fs.filesystem(url)
+        assert filesystem.cat(path) == b"x"
+    finally:
+        mem.rm("/tfos-test-expand", recursive=True)
+
+
+def test_upload_replaces_atomically_and_uploaded_dir(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "saved_model.pb").write_bytes(b"v1")
+    target = str(tmp_path / "out" / "model")
+    os.makedirs(os.path.dirname(target))
+    fs.upload(str(src), target)
+    assert open(os.path.join(target, "saved_model.pb"), "rb").read() == b"v1"
+    with pytest.raises(StorageError, match="already exists"):
+        fs.upload(str(src), target, overwrite=False)
+    with fs.uploaded_dir(target) as local:
+        with open(os.path.join(local, "saved_model.pb"), "wb") as f:
+            f.write(b"v2")
+    assert os.listdir(target) == ["saved_model.pb"]
+    assert open(os.path.join(target, "saved_model.pb"), "rb").read() == b"v2"
+    assert sorted(os.listdir(tmp_path / "out")) == ["model"]  # no staging or temporary dirs left
+    with pytest.raises(RuntimeError):
+        with fs.uploaded_dir(target) as local:
+            raise RuntimeError("training failed")
+    assert open(os.path.join(target, "saved_model.pb"), "rb").read() == b"v2"  # untouched on failure
+    assert sorted(os.listdir(tmp_path / "out")) == ["model"]
+
+
+def test_unknown_scheme_is_a_storage_error():
+    with pytest.raises(StorageError, match="not a file system scheme"):
+        fs.filesystem("nosuchscheme://x/y")
+
+
+def test_tfrecord_round_trip_and_damage(tmp_path):
+    buf = io.BytesIO()
+    assert _tfrecord.write_records(buf, [b"a", b"", b"xyz" * 100]) == (3, 3 * 16 + 1 + 300)
+    data = buf.getvalue()
+    assert list(_tfrecord.read_records(io.BytesIO(data), "f")) == [b"a", b"", b"xyz" * 100]
+    truncated = data[:-5]
+    with pytest.raises(DataError, match=r"f: truncated record .* at byte offset 33"):
+        list(_tfrecord.read_records(io.BytesIO(truncated), "f"))
+    flipped = bytearray(data)
+    flipped[17 + 12] ^= 0xFF  # second record's... first record is 12 + 1 + 4 = 17 bytes; flip in record 2 header
+    with pytest.raises(DataError, match="offset 17"):
+        list(_tfrecord.read_records(io.BytesIO(bytes(flipped)), "f"))
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(data)
+    assert _tfrecord.check_file(str(path)) == 3
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({}, (1, 0)),
+    ({"cluster": {"chief": ["a"], "worker": ["b", "c"]}, "task": {"type": "chief", "index": 0}}, (3, 0)),
+    ({"cluster": {"chief": ["a"], "worker": ["b", "c"]}, "task": {"type": "worker", "index": 1}}, (3, 2)),
+    ({"cluster": {"worker": ["b", "c"]}, "task": {"type": "worker", "index": 1}}, (2, 1)),
+    ({"cluster": {"worker": ["b"], "ps": ["p"]}, "task": {"type": "ps", "index": 0}}, (1, 0)),
+    ({"cluster": {"worker": ["b"]}, "task": {"type": "evaluator", "index": 0}}, (1, 0)),
+])
+def test_shard_of(config, expected):
+    assert shard_of(config) == expected

@@ -1,0 +1,267 @@
+"""TFRecords for main_fun (InputMode.TENSORFLOW) from local disk, S3, HDFS or any fsspec file system.
+
+:func:`tfrecord_dataset` is the one call a main_fun needs::
+
+    def main_fun(args, ctx):
+        ds = tfos.data.tfrecord_dataset(ctx.absolute_path(args.data))   # s3://, hdfs://, file://, relative
+        ds = ds.map(parse).batch(64)
+        model.fit(ds, ...)
+
+Remote files are streamed: background threads download the next few files into a private temporary directory
+while TensorFlow reads the current one, and each file is deleted once read, so local disk holds at most
+``prefetch_files + 1`` files at any time (memory holds none). Local files are read in place.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from typing import Iterator, Sequence
+
+from . import _tfrecord, fs
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["shard_of", "tfrecord_dataset"]
+
+_COMPRESSIONS = {None: "", "": "", "NONE": "", "GZIP": "GZIP", "ZLIB": "ZLIB"}
+
+
+def shard_of(tf_config: dict | None = None) -> tuple[int, int]:
+    """This process's ``(num_shards, index)`` among the TF nodes that train (chief and workers).
+
+    The chief, if any, is shard 0 and ``worker i`` is shard ``i + 1``; without a chief ``worker i`` is shard ``i``.
+    ps and evaluator nodes (and processes without ``TF_CONFIG``) read everything: ``(1, 0)``.
+
+    Args:
+        tf_config: a parsed ``TF_CONFIG``; defaults to the ``TF_CONFIG`` environment variable.
+    """
+    if tf_config is None:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster, task = tf_config.get("cluster") or {}, tf_config.get("task") or {}
+    chiefs = len(cluster.get("chief", ())) + len(cluster.get("master", ()))
+    workers = len(cluster.get("worker", ()))
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind in ("chief", "master"):
+        return max(1, chiefs + workers), 0
+    if kind == "worker":
+        return chiefs + workers, chiefs + index
+    return 1, 0
+
+
+def tfrecord_dataset(
+    paths: str | Sequence[str],
+    compression: str | None = None,
+    shard: bool = True,
+    num_shards: int | None = None,
+    index: int | None = None,
+    prefetch_files: int = 2,
+    verify: bool = True,
+):
+    """A ``tf.data.Dataset`` of the serialized records in TFRecord files, split across the training nodes.
+
+    Sharding is by file when there are at least as many files as shards (each node reads whole files), else by
+    record (each node reads every file and keeps every ``num_shards``-th record). tf.data's own auto-sharding is
+    turned off on the result, so ``MultiWorkerMirroredStrategy`` does not shard it a second time.
+
+    Args:
+        paths: files, directories (their files, skipping ``_*`` and ``.*``) or globs; local paths, ``file://``,
+            ``s3://`` (``s3a://``), ``hdfs://`` or another fsspec scheme. See :mod:`tfos.fs` for credentials.
+        compression: ``None``/``""`` (default), ``"GZIP"`` or ``"ZLIB"``.
+        shard: split the files across the nodes of ``TF_CONFIG`` (see :func:`shard_of`); False reads all.
+        num_shards: override the number of shards (with ``index``).
+        index: override this node's shard index.
+        prefetch_files: remote files downloaded ahead of the one being read.
+        verify: check every record's CRCs before TensorFlow reads the file, so that a damaged file fails with
+            its name and byte offset (TensorFlow's own error names neither). Uncompressed files only.
+
+    Returns:
+        A ``tf.data.Dataset`` of scalar ``tf.string`` records; it can be iterated again (each epoch streams the
+        files again).
+
+    Raises:
+        ConfigError: bad ``compression``, ``index`` or ``prefetch_files``.
+        tfos.errors.StorageError: no file matches, a path is missing or the storage cannot be reached.
+    """
+    import tensorflow as tf
+
+    try:
+        compression_type = _COMPRESSIONS[compression.upper() if compression else compression]
+    except KeyError:
+        raise ConfigError(f"compression must be None, 'GZIP' or 'ZLIB', not {compression!r}") from None
+    if prefetch_files < 0:
+        raise ConfigError(f"prefetch_files must be >= 0, not {prefetch_files}")
+    files = fs.expand(paths)
+    shards, me = _shards(shard, num_shards, index)
+    by_record = len(files) < shards
+    mine = files if by_record else files[me::shards]
+    logger.info("tfrecord_dataset: %d of %d files (shard %d of %d, by %s)", len(mine), len(files), me, shards,
+                "record" if by_record else "file")
+    check = verify and not compression_type
+    local = _LocalFiles(mine, prefetch_files, check)
+    ds = tf.data.Dataset.from_generator(local, output_signature=tf.TensorSpec((), tf.string))
+    ds = ds.flat_map(lambda path: tf.data.TFRecordDataset(path, compression_type, buffer_size=1 << 20))
+    if by_record and shards > 1:
+        ds = ds.shard(shards, me)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)
+
+
+def _shards(shard: bool, num_shards: int | None, index: int | None) -> tuple[int, int]:
+    if num_shards is None and index is None:
+        return shard_of() if shard else (1, 0)
+    if num_shards is None or index is None:
+        raise ConfigError("num_shards and index go together: give both or neither")
+    if not 0 <= index < num_shards:
+        raise ConfigError(f"index must be in [0, num_shards={num_shards}), not {index}")
+    return num_shards, index
+
+
+class _LocalFiles:
+    """A generator factory for ``Dataset.from_generator``: yields local paths of the files, in order.
+
+    Remote files are downloaded ``prefetch`` ahead by a thread pool into a temporary directory; a file is deleted
+    when the next one is requested (``flat_map`` has then read it through) and the directory when the iteration
+    ends or is abandoned.
+    """
+
+    def __init__(self, urls: list[str], prefetch: int, verify: bool) -> None:
+        self._urls, self._prefetch, self._verify = urls, prefetch, verify
+
+    def __call__(self) -> Iterator[str]:
+        tmp = tempfile.mkdtemp(prefix="tfos-tfrecords-")
+        pool = concurrent.futures.ThreadPoolExecutor(max(1, self._prefetch), thread_name_prefix="tfos-fetch")
+        pending: list[tuple[str, concurrent.futures.Future]] = []
+        try:
+            upcoming = iter(enumerate(self._urls))
+            for _ in range(self._prefetch + 1):
+                self._submit(pool, pending, upcoming, tmp)
+            while pending:
+                url, future = pending.pop(0)
+                path = future.result()
+                self._submit(pool, pending, upcoming, tmp)
+                yield path
+                if path.startswith(tmp):
+                    os.remove(path)
+        finally:
+            for _, future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _submit(self, pool, pending, upcoming, tmp: str) -> None:
+        item = next(upcoming, None)
+        if item is not None:
+            number, url = item
+            pending.append((url, pool.submit(self._fetch, url, os.path.join(tmp, f"{number:06d}.tfrecord"))))
+
+    def _fetch(self, url: str, target: str) -> str:
+        path = fs.normalize(url) if fs.is_local(url) else fs.download(url, target)
+        if self._verify:
+            try:
+                _tfrecord.check_file(path)
+            except Exception as exc:  # name the file as the user gave it, not our temporary copy
+                raise type(exc)(str(exc).replace(path, url)) from None
+        return path
+
+
+def copy_tree_from(url: str, local_dir: str) -> None:
+    """Copies the files under ``url`` (recursively) into ``local_dir``; nothing if ``url`` does not exist."""
+    filesystem, path = fs.filesystem(url)
+    with fs.translated(url):
+        if not filesystem.exists(path):
+            return
+        filesystem.get(path.rstrip("/") + "/", local_dir.rstrip("/") + "/", recursive=True)
+
+
+def _tree_state(root: str) -> dict[str, tuple[int, float]]:
+    state = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            full = os.path.join(folder, name)
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:
+                continue
+            state[os.path.relpath(full, root)] = (st.st_size, st.st_mtime)
+    return state
+
+
+class SyncedDir:
+    """A local directory mirrored to a remote ``url`` (S3, HDFS, ...): for checkpoints and TensorBoard logs.
+
+    On :meth:`start` (or entering the ``with`` block) the remote contents are copied down, so a job can resume
+    from checkpoints saved by an earlier attempt; then every ``interval`` seconds, and once more on :meth:`close`,
+    files that are new or changed are uploaded, each one atomically (see :func:`tfos.fs.upload`). Deletions are
+    not mirrored. TensorFlow writes to :attr:`path` as to any local directory::
+
+        with tfos.data.SyncedDir("s3://bucket/run7/backup") as backup:
+            model.fit(ds, callbacks=[tf.keras.callbacks.BackupAndRestore(backup.path)])
+
+    Args:
+        url: the remote directory.
+        interval: seconds between uploads.
+        local_dir: the local directory to use (default: a new temporary one, removed on close).
+    """
+
+    def __init__(self, url: str, interval: float = 30.0, local_dir: str | None = None) -> None:
+        if interval <= 0:
+            raise ConfigError(f"interval must be > 0, not {interval}")
+        self.url, self.interval = url.rstrip("/"), interval
+        self._own = local_dir is None
+        self.path = local_dir or tempfile.mkdtemp(prefix="tfos-synced-")
+        self._uploaded: dict[str, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> "SyncedDir":
+        """Copies the remote contents down and starts the periodic upload."""
+        copy_tree_from(self.url, self.path)
+        self._uploaded = _tree_state(self.path)
+        self._thread = threading.Thread(target=self._loop, name="tfos-synced-dir", daemon=True)
+        self._thread.start()
+        return self
+
+    def sync(self) -> int:
+        """Uploads new or changed files now; returns how many were uploaded."""
+        with self._lock:
+            count = 0
+            for rel, stamp in _tree_state(self.path).items():
+                if self._uploaded.get(rel) != stamp:
+                    fs.upload(os.path.join(self.path, rel), f"{self.url}/{rel}")
+                    self._uploaded[rel] = stamp
+                    count += 1
+            return count
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - a failed periodic upload is retried; close() reports for real
+                logger.warning("periodic upload of %s to %s failed; retrying in %.0f s", self.path, self.url,
+                               self.interval, exc_info=True)
+
+    def close(self) -> None:
+        """Stops the periodic upload, uploads what changed since the last one, and removes a temporary dir."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.sync()
+        finally:
+            if self._own:
+                shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> "SyncedDir":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,365 @@
+"""File systems behind the paths tfos reads and writes: local disk, ``s3://``, ``hdfs://`` and any fsspec scheme.
+
+TensorFlow 2.21 itself reads only local paths (and ``gs://``); tfos reaches the rest through fsspec:
+
+==================  ==========================================  =====================================================
+scheme              implementation                              settings (read from the environment)
+==================  ==========================================  =====================================================
+(none), file://     local disk                                  -
+s3://, s3a://,      s3fs (``pip install tfos[s3]``)             ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+s3n://                                                          ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL`` (or
+                                                                ``AWS_ENDPOINT_URL_S3``), ``AWS_REGION``,
+                                                                ``TFOS_S3_ADDRESSING_STYLE`` (path|virtual|auto;
+                                                                default path when an endpoint is set), and the
+                                                                rest of botocore's usual chain (profiles, roles)
+hdfs://, viewfs://  hdfs-native (``pip install tfos[hdfs]``),   ``HADOOP_CONF_DIR`` (``core-site.xml``,
+                    or pyarrow's libhdfs client with            ``hdfs-site.xml``), Kerberos ticket cache
+                    ``TFOS_HDFS_CLIENT=pyarrow``                (``KRB5CCNAME``)
+anything else       the fsspec implementation of that scheme    its own
+==================  ==========================================  =====================================================
+
+On the driver, :func:`tfos.cluster.run` turns Spark's ``spark.hadoop.fs.s3a.*`` settings into these variables for
+the TF processes (:func:`s3a_env`), so a job configured for Spark's S3A reads the same buckets from TF. Secrets
+travel only in process environments and are never logged.
+
+Errors from the storage clients are translated here, in one place, into :class:`StorageError` with the path,
+the likely cause and the setting to check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from typing import Iterator, Mapping, Sequence
+
+from .errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StorageError", "download", "expand", "filesystem", "is_local", "normalize", "s3a_env", "upload",
+           "uploaded_dir"]
+
+_S3_ALIASES = {"s3a": "s3", "s3n": "s3"}
+# Seconds to connect to an S3 endpoint, and attempts in all: an unreachable endpoint fails in seconds, not minutes.
+_S3_CONNECT_TIMEOUT = 5
+_S3_MAX_ATTEMPTS = 3
+_TMP_MARK = "._tfos-tmp-"
+
+# Hadoop S3A settings (keys of the Hadoop configuration, i.e. Spark's spark.hadoop.* without that prefix) and the
+# environment variables that carry them to botocore/s3fs.
+_S3A_TO_ENV = {
+    "fs.s3a.access.key": "AWS_ACCESS_KEY_ID",
+    "fs.s3a.secret.key": "AWS_SECRET_ACCESS_KEY",
+    "fs.s3a.session.token": "AWS_SESSION_TOKEN",
+    "fs.s3a.endpoint": "AWS_ENDPOINT_URL",
+    "fs.s3a.endpoint.region": "AWS_REGION",
+}
+
+
+def scheme(url: str) -> str:
+    """The URL's scheme after aliasing (``s3a`` -> ``s3``); ``"file"`` for plain paths."""
+    head, sep, _ = url.partition("://")
+    if not sep or not head or "/" in head:
+        return "file"
+    head = head.lower()
+    return _S3_ALIASES.get(head, head)
+
+
+def normalize(url: str) -> str:
+    """Spells ``url`` the way fsspec does: ``s3a://b/k`` -> ``s3://b/k``; ``file:///x`` -> ``/x``; else unchanged."""
+    kind = scheme(url)
+    if kind == "file":
+        return url[len("file://"):] if url.startswith("file://") else url
+    return kind + "://" + url.partition("://")[2]
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a local path (no scheme, or ``file://``)."""
+    return scheme(url) == "file"
+
+
+def s3a_env(hadoop_conf: Mapping[str, str]) -> dict[str, str]:
+    """Environment variables for botocore/s3fs from Hadoop S3A settings (``fs.s3a.*``).
+
+    Args:
+        hadoop_conf: Hadoop configuration entries (``spark.hadoop.`` prefixes may be left on).
+
+    Returns:
+        ``AWS_*`` variables (and ``TFOS_S3_ADDRESSING_STYLE``) for the settings present; empty if none are.
+    """
+    conf = {key.removeprefix("spark.hadoop."): value for key, value in hadoop_conf.items()}
+    env = {var: conf[key] for key, var in _S3A_TO_ENV.items() if conf.get(key)}
+    endpoint = env.get("AWS_ENDPOINT_URL")
+    if endpoint and "://" not in endpoint:  # S3A takes a bare host; its default scheme follows ssl.enabled.
+        ssl = conf.get("fs.s3a.connection.ssl.enabled", "true").strip().lower() != "false"
+        env["AWS_ENDPOINT_URL"] = ("https://" if ssl else "http://") + endpoint
+    style = conf.get("fs.s3a.path.style.access", "").strip().lower()
+    if style in ("true", "false"):
+        env["TFOS_S3_ADDRESSING_STYLE"] = "path" if style == "true" else "auto"
+    return env
+
+
+def _s3_options(env: Mapping[str, str]) -> dict:
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    style = env.get("TFOS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+    options: dict = {
+        "config_kwargs": {
+            "connect_timeout": _S3_CONNECT_TIMEOUT,
+            "retries": {"max_attempts": _S3_MAX_ATTEMPTS, "mode": "standard"},
+            "s3": {"addressing_style": style},
+        },
+    }
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    # Passed explicitly (rather than left to botocore's chain) so that fsspec's instance cache, keyed on these
+    # options, never hands out a file system holding other credentials.
+    for option, var in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
+                        ("token", "AWS_SESSION_TOKEN")):
+        if env.get(var):
+            options[option] = env[var]
+    return options
+
+
+def _hdfs_filesystem(url: str, env: Mapping[str, str]):
+    client = env.get("TFOS_HDFS_CLIENT", "native")
+    if client == "pyarrow":
+        from fsspec.implementations.arrow import HadoopFileSystem
+
+        authority = url.partition("://")[2].partition("/")[0]
+        host, _, port = authority.partition(":")
+        return HadoopFileSystem(host=host or "default", port=int(port or 0))
+    try:
+        from hdfs_native.fsspec import HdfsFileSystem
+    except ImportError as exc:
+        raise StorageError(
+            f"Reading {url} needs an HDFS client: pip install 'tfos[hdfs]' (hdfs-native), or set "
+            "TFOS_HDFS_CLIENT=pyarrow where the cluster provides libhdfs"
+        ) from exc
+    return HdfsFileSystem(host=url.partition("://")[2].partition("/")[0] or None)
+
+
+def filesystem(url: str, env: Mapping[str, str] | None = None):
+    """The fsspec file system for ``url`` and the path within it.
+
+    Args:
+        url: a path or URL (see the module docstring for the schemes).
+        env: where settings come from; defaults to ``os.environ``.
+
+    Returns:
+        ``(fs, path)``: an ``fsspec.AbstractFileSystem`` and ``url``'s path as that file system spells it.
+
+    Raises:
+        StorageError: the scheme's client is not installed.
+    """
+    import fsspec
+
+    env = os.environ if env is None else env
+    kind, url = scheme(url), normalize(url)
+    if kind in ("hdfs", "viewfs"):
+        fs = _hdfs_filesystem(url, env)
+        return fs, url
+    try:
+        if kind == "s3":
+            fs = fsspec.filesystem("s3", **_s3_options(env))
+        else:
+            fs = fsspec.filesystem(kind)
+    except ImportError as exc:
+        extra = {"s3": " (pip install 'tfos[s3]')"}.get(kind, "")
+        raise StorageError(f"No file system client for {kind}:// paths is installed{extra}: {exc}") from exc
+    except ValueError as exc:
+        raise StorageError(f"{kind}:// is not a file system scheme fsspec knows ({url}): {exc}") from exc
+    return fs, fs._strip_protocol(url)
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    """Turns a storage client's error about ``url`` into a :class:`StorageError` saying what to check."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError as exc:
+        raise StorageError(f"{url} does not exist{_missing_hint(url, exc)}") from exc
+    except PermissionError as exc:
+        raise StorageError(
+            f"Access to {url} was denied ({_short(exc)}). Check the credentials (AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY or spark.hadoop.fs.s3a.access.key / secret.key) and the bucket's policy"
+        ) from exc
+    except OSError as exc:
+        raise StorageError(f"Could not reach {url}: {_short(exc)}{_endpoint_hint(url)}") from exc
+    except Exception as exc:  # botocore / aiohttp / hdfs-native errors have no common base
+        name = type(exc).__name__
+        if "Credential" in name or "Signature" in _short(exc) or "AccessDenied" in _short(exc):
+            raise StorageError(
+                f"{url}: the S3 server refused the credentials ({name}: {_short(exc)}). Check AWS_ACCESS_KEY_ID "
+                "/ AWS_SECRET_ACCESS_KEY (or spark.hadoop.fs.s3a.access.key / secret.key)"
+            ) from exc
+        if "Connect" in name or "Endpoint" in name or "Timeout" in name:
+            raise StorageError(f"Could not reach {url}: {name}: {_short(exc)}{_endpoint_hint(url)}") from exc
+        raise
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _missing_hint(url: str, exc: BaseException) -> str:
+    if scheme(url) == "s3" and "bucket" in str(exc).lower():
+        bucket = normalize(url)[len("s3://"):].partition("/")[0]
+        return f": bucket {bucket!r} does not exist at this endpoint{_endpoint_hint(url)}"
+    return ""
+
+
+def _missing_bucket(filesystem, url: str) -> str:
+    if scheme(url) != "s3":
+        return ""
+    bucket = normalize(url)[len("s3://"):].partition("/")[0]
+    return "" if filesystem.exists(bucket) else f": there is no bucket {bucket!r}"
+
+
+def _endpoint_hint(url: str) -> str:
+    if scheme(url) != "s3":
+        return ""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS's default"
+    return f" (S3 endpoint: {endpoint}; set AWS_ENDPOINT_URL or spark.hadoop.fs.s3a.endpoint)"
+
+
+def expand(patterns: str | Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """Expands paths, directories and globs into a sorted list of file URLs.
+
+    A directory stands for the files in it (not recursively), skipping names that start with ``_`` or ``.``
+    (``_SUCCESS``, ``.crc`` files), as Spark and Hadoop do.
+
+    Args:
+        patterns: one or more paths, directories or globs (``*``, ``?``, ``[..]``), in any supported scheme.
+        env: where settings come from; defaults to ``os.environ``.
+
+    Returns:
+        The files' URLs in the scheme they were given in (``s3a://`` stays ``s3a://``), sorted, without duplicates.
+
+    Raises:
+        StorageError: a pattern matched nothing, a path is missing, or the storage cannot be reached.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    found: dict[str, None] = {}
+    for pattern in patterns:
+        for url in _expand_one(pattern, env):
+            found.setdefault(url, None)
+    return list(found)
+
+
+def _expand_one(pattern: str, env) -> list[str]:
+    fs, path = filesystem(pattern, env)
+    given_scheme = pattern.partition("://")[0] if "://" in pattern and not is_local(pattern) else None
+    with translated(pattern):
+        if any(ch in path for ch in "*?["):
+            paths = [p for p in fs.glob(path) if fs.isfile(p)]
+        elif fs.isdir(path):
+            paths = [p for p in fs.ls(path, detail=False) if fs.isfile(p)
+                     and not posixpath.basename(p.rstrip("/")).startswith(("_", "."))]
+        elif fs.exists(path):
+            paths = [path]
+        else:
+            raise StorageError(f"{pattern} does not exist{_missing_bucket(fs, pattern)}{_endpoint_hint(pattern)}")
+    if not paths:
+        raise StorageError(f"No files match {pattern}")
+    return sorted(_with_scheme(given_scheme, fs, p) for p in paths)
+
+
+def _with_scheme(given: str | None, filesystem, path: str) -> str:
+    if given is None:
+        return path
+    return given + "://" + filesystem.unstrip_protocol(path).partition("://")[2]
+
+
+def download(url: str, local_path: str) -> str:
+    """Copies one remote file to ``local_path`` (written under a temporary name, then renamed).
+
+    Returns:
+        ``local_path``.
+
+    Raises:
+        StorageError: the file is missing or the storage cannot be reached.
+    """
+    fs, path = filesystem(url)
+    partial = local_path + _TMP_MARK + uuid.uuid4().hex[:8]
+    try:
+        with translated(url):
+            fs.get_file(path, partial)
+        os.replace(partial, local_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+    return local_path
+
+
+def upload(local_path: str, url: str, overwrite: bool = True) -> str:
+    """Copies a local file or directory tree to ``url`` so that readers never see a partial result.
+
+    Everything is first written beside the target under a temporary name, then moved into place: a rename on
+    HDFS and local disk (atomic); on S3, which has no rename, a server-side copy per object made after every upload
+    succeeded. An existing target is replaced when ``overwrite`` is true.
+
+    Args:
+        local_path: a local file or directory.
+        url: where it goes (any supported scheme, including a local path).
+        overwrite: replace an existing ``url``; if false and ``url`` exists, raise.
+
+    Returns:
+        ``url``.
+
+    Raises:
+        StorageError: ``url`` exists and ``overwrite`` is false, or the storage failed.
+    """
+    if not os.path.exists(local_path):
+        raise StorageError(f"Nothing to upload: {local_path} does not exist")
+    fs, path = filesystem(url)
+    staging = path.rstrip("/") + _TMP_MARK + uuid.uuid4().hex[:8]
+    with translated(url):
+        if fs.exists(path):
+            if not overwrite:
+                raise StorageError(f"{url} already exists (overwrite=False)")
+        recursive = os.path.isdir(local_path)
+        try:
+            fs.put(local_path.rstrip("/") + ("/" if recursive else ""), staging, recursive=recursive)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            fs.mv(staging, path, recursive=recursive)
+        finally:
+            if fs.exists(staging):
+                fs.rm(staging, recursive=True)
+    logger.info("uploaded %s to %s", local_path, url)
+    return url
+
+
+@contextlib.contextmanager
+def uploaded_dir(url: str, overwrite: bool = True) -> Iterator[str]:
+    """A local directory that is uploaded to ``url`` (see :func:`upload`) when the block ends without error.
+
+    For outputs that TensorFlow can only write locally (SavedModels, final checkpoints) when ``url`` is on S3 or
+    HDFS. For a local ``url`` the block writes to a sibling temporary directory that is renamed into place.
+
+    Example::
+
+        with tfos.fs.uploaded_dir("s3://bucket/models/mnist") as local:
+            model.save(local)
+
+    Yields:
+        The local directory to write into.
+    """
+    parent = os.path.dirname(normalize(url).rstrip("/")) if is_local(url) else None
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    local = tempfile.mkdtemp(prefix="tfos-upload-", dir=parent or None)
+    try:
+        yield local
+        upload(local, url, overwrite=overwrite)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)

@@ -53,3 +53,23 @@ def parallel_record(args, ctx):
         raise ValueError(f"boom on instance {ctx.worker_num}")
     time.sleep(args.get("sleep", 0))
     return seen
+
+
+def pipeline_train(args, ctx):
+    """TFEstimator's train_fn: InputMode.SPARK feed, MultiWorkerMirroredStrategy, SavedModel to args.export_dir."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed(train_mode=True)
+    ds = feed.dataset(label="label").batch(args.batch_size * ctx.num_workers)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,), name="features"),
+                                     tf.keras.layers.Dense(8, activation="relu"),
+                                     tf.keras.layers.Dense(2, name="logits")])
+        model.compile(optimizer=tf.keras.optimizers.Adam(args.lr),
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds, epochs=args.epochs, verbose=0)
+    ctx.export_saved_model(model, args.export_dir)
+    with open(os.path.join(args.out, f"merged{ctx.worker_num}.json"), "w") as f:
+        json.dump({"epochs": args.epochs, "lr": args.lr, "cluster_size": args.cluster_size,
+                   "steps": int(model.optimizer.iterations.numpy())}, f)

@@ -385,7 +385,7 @@ class TFEstimator(Estimator, TFParams, HasInputMapping, HasOutputMapping, HasClu
             raise ConfigError(f"TFEstimator protocol={local_args.protocol!r}: TensorFlow 2 supports only 'grpc'")
         columns = sorted(self.getInputMapping()) or list(dataset.columns)
         if mode == InputMode.TENSORFLOW:
-            local_args.tfrecord_dir = _export_tfrecords(dataset.select(columns), local_args.tfrecord_dir)
+            local_args.tfrecord_dir = _export_tfrecords(dataset, columns, local_args.tfrecord_dir)
         sc = dataset.sparkSession.sparkContext
         tf_args = _tf_args(self.args, local_args)
         cluster = TFCluster.run(sc, self.train_fn, tf_args, local_args.cluster_size, local_args.num_ps,
@@ -472,12 +472,18 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
         return _Reader(cls)
 
 
-def _export_tfrecords(df, tfrecord_dir: str | None) -> str:
-    """InputMode.TENSORFLOW: where train_fn finds the DataFrame as TFRecords (written now unless it came from there)."""
+def _export_tfrecords(df, columns: list, tfrecord_dir: str | None):
+    """InputMode.TENSORFLOW: where train_fn finds the DataFrame as TFRecords (written now unless it came from there).
+
+    A DataFrame from ``dfutil.loadTFRecords`` is not written again: its source directory (or list of them) is used.
+    """
     from . import dfutil
 
     if dfutil.isLoadedDF(df):
-        return dfutil.loadedDF[df]
+        sources = getattr(dfutil, "loadedDF", None) or dfutil._loaded
+        paths = sources[df]
+        return paths[0] if isinstance(paths, (list, tuple)) and len(paths) == 1 else paths
+    df = df.select(columns)
     if not tfrecord_dir:
         raise ConfigError("TFEstimator with InputMode.TENSORFLOW writes the DataFrame as TFRecords for train_fn "
                           "to read: call setTFRecordDir(path) (a directory every executor can reach).")

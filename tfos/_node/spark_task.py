@@ -68,14 +68,51 @@ def local_address_towards(address: str) -> str:
             return socket.gethostbyname(socket.gethostname())
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def node_host(task_address: str | None, control_address: str, environ=None,
+              towards=local_address_towards) -> str:
+    """The address other hosts reach this node at (it goes into ``TF_CONFIG``, the feed and TensorBoard's URL).
+
+    1. The executor's address as Spark knows it (``BarrierTaskContext.getTaskInfos``): the host the worker
+       registered on standalone and YARN, the pod IP on Kubernetes (Spark starts executors with it).
+    2. When that is missing, or a loopback address (a hostname mapped to 127.0.1.1 in /etc/hosts) while the
+       driver is on another host: ``SPARK_LOCAL_IP``, then ``SPARK_EXECUTOR_POD_IP``, then the local address
+       that routes to the driver's control server.
+
+    Args:
+        task_address: ``host:port`` of this task's executor, or None.
+        control_address: the driver's control server, ``host:port``.
+        environ: the environment to read (``os.environ`` when None).
+        towards: returns the local address that routes to a ``host:port``.
+    """
+    environ = os.environ if environ is None else environ
+    driver_local = _is_loopback(control_address.rsplit(":", 1)[0].strip("[]"))
+    if task_address:
+        host = task_address.rsplit(":", 1)[0].strip("[]") if ":" in task_address else task_address
+        if host and (driver_local or not _is_loopback(host)):
+            return host
+    for name in ("SPARK_LOCAL_IP", "SPARK_EXECUTOR_POD_IP"):
+        value = environ.get(name, "").strip()
+        if value and value not in ("0.0.0.0", "::") and (driver_local or not _is_loopback(value)):
+            return value
+    return towards(control_address)
+
+
 def _task_host(ctx, partition: int, control_address: str) -> str:
     infos = getattr(ctx, "getTaskInfos", None)
-    if infos is not None:
-        address = infos()[partition].address
-        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address.rsplit(":", 1)[0].strip("[]")
-        if host:
-            return host
-    return local_address_towards(control_address)
+    return node_host(infos()[partition].address if infos is not None else None, control_address)
 
 
 def node_partition(spec: LaunchSpec, offset: int, iterator: Iterator) -> Iterator[str]:

@@ -49,6 +49,8 @@ _S3_ALIASES = {"s3a": "s3", "s3n": "s3"}
 _S3_CONNECT_TIMEOUT = 5
 _S3_MAX_ATTEMPTS = 3
 _TMP_MARK = "._tfos-tmp-"
+# Schemes without a directory rename: a tree is moved object by object (copy, then delete).
+_OBJECT_STORES = frozenset({"s3", "gs", "gcs", "az", "abfs", "abfss", "oss"})
 
 # Hadoop S3A settings (keys of the Hadoop configuration, i.e. Spark's spark.hadoop.* without that prefix) and the
 # environment variables that carry them to botocore/s3fs.
@@ -269,7 +271,8 @@ def _expand_one(pattern: str, env) -> list[str]:
         else:
             raise StorageError(f"{pattern} does not exist{_missing_bucket(fs, pattern)}{_endpoint_hint(pattern)}")
     if not paths:
-        raise StorageError(f"No files match {pattern}")
+        with translated(pattern):
+            raise StorageError(f"No files match {pattern}{_missing_bucket(fs, pattern)}")
     return sorted(_with_scheme(given_scheme, fs, p) for p in paths)
 
 
@@ -331,12 +334,20 @@ def upload(local_path: str, url: str, overwrite: bool = True) -> str:
             fs.put(local_path.rstrip("/") + ("/" if recursive else ""), staging, recursive=recursive)
             if fs.exists(path):
                 fs.rm(path, recursive=True)
-            fs.mv(staging, path, recursive=recursive)
+            _move(fs, staging, path, recursive and scheme(url) in _OBJECT_STORES)
         finally:
             if fs.exists(staging):
                 fs.rm(staging, recursive=True)
     logger.info("uploaded %s to %s", local_path, url)
     return url
+
+
+def _move(filesystem, src: str, dst: str, per_object: bool) -> None:
+    if not per_object:
+        filesystem.mv(src, dst)  # a rename: atomic on local disk and HDFS
+        return
+    for path in filesystem.find(src):
+        filesystem.mv(path, dst + path[len(src):])
 
 
 @contextlib.contextmanager

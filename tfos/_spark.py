@@ -50,6 +50,12 @@ def default_fs(sc) -> str:
     return fs.rstrip("/")
 
 
+def hadoop_conf(sc, pattern: str) -> dict[str, str]:
+    """The Hadoop configuration entries (core-site.xml plus ``spark.hadoop.*``) whose keys match ``pattern``."""
+    found = sc._jsc.hadoopConfiguration().getValByRegex(pattern)
+    return {str(key): str(found[key]) for key in found.keySet()}
+
+
 def task_slots(sc) -> int:
     """How many tasks of the default resource profile Spark can run at once right now."""
     jsc = sc._jsc.sc()

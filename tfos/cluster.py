@@ -33,6 +33,7 @@ from ._feed import driver as feed_driver
 from ._feed.client import FeedError, end_feed
 from ._node.tf_config import make_template
 from .config import Settings, from_env
+from .fs import s3a_env
 from .errors import (
     ClusterFailedError,
     ConfigError,
@@ -392,6 +393,10 @@ def run(
       ``gpus_per_node`` (``TFOS_GPUS_PER_NODE``, or ``tf_args.num_gpus``) GPUs of the host that ``nvidia-smi``
       shows free (then least used), never given to two nodes of one host, with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``;
       ``""`` on ps nodes; unchanged where ``nvidia-smi`` is missing or finds no GPU.
+    - ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL``,
+      ``AWS_REGION``, ``TFOS_S3_ADDRESSING_STYLE``: from Spark's Hadoop S3A settings
+      (``spark.hadoop.fs.s3a.access.key`` etc., see :func:`tfos.fs.s3a_env`), where set, so that
+      :func:`tfos.data.tfrecord_dataset` reads the buckets Spark reads. They are never logged.
     - ``TFOS_WORKER_NUM``, ``TFOS_JOB_NAME``, ``TFOS_TASK_INDEX``, ``TFOS_LOG_DIR``, ``TFOS_ERROR_FILE``;
       ``PYTHONPATH`` (the executor's ``sys.path``) and ``PYTHONUNBUFFERED=1``.
 
@@ -467,6 +472,7 @@ def run(
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs, gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
+        extra_env=s3a_env(_spark.hadoop_conf(sc, r"^fs\.s3a\.")),
     )
     run_config = _RunConfig(num_executors, spark_nodes, input_mode, tuple(queues), driver_ps_nodes, config, spec)
     logger.info("starting TF cluster %s: %s nodes %s on %s task slots; control server %s; settings %s",

@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from typing import Any
 
+from . import fs
+
 __all__ = ["disable_auto_shard", "export_saved_model", "is_gpu_available"]
 
 
@@ -21,15 +23,31 @@ def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> s
     Args:
         model: a tf-keras model (``model.save`` to a path without suffix writes a SavedModel), a Keras 3
             model (``model.export``) or a ``tf.Module``.
-        export_dir: where the chief writes the SavedModel.
+        export_dir: where the chief writes the SavedModel: a local path, or any scheme of :mod:`tfos.fs`
+            (``s3://``, ``hdfs://``, ...), where it is written locally and uploaded when complete.
         is_chief: whether this worker's copy is kept.
 
     Returns:
         ``export_dir`` on the chief, None elsewhere.
     """
+    if not is_chief:
+        target = tempfile.mkdtemp(prefix="tfos-export-")
+        try:
+            _save(model, target)
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+        return None
+    if fs.writable_by_tensorflow(export_dir):
+        _save(model, fs.normalize(export_dir))
+    else:  # s3://, hdfs://, ...: write locally, then upload so that readers never see half a model
+        with fs.uploaded_dir(export_dir) as local:
+            _save(model, local)
+    return export_dir
+
+
+def _save(model: Any, target: str) -> None:
     import tensorflow as tf
 
-    target = export_dir if is_chief else tempfile.mkdtemp(prefix="tfos-export-")
     module = type(model).__module__
     if module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras")):
         model.save(target)
@@ -37,10 +55,6 @@ def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> s
         model.export(target)
     else:
         tf.saved_model.save(model, target)
-    if is_chief:
-        return export_dir
-    shutil.rmtree(target, ignore_errors=True)
-    return None
 
 
 def disable_auto_shard(options: Any) -> None:

@@ -172,15 +172,6 @@ class _LocalFiles:
         return path
 
 
-def copy_tree_from(url: str, local_dir: str) -> None:
-    """Copies the files under ``url`` (recursively) into ``local_dir``; nothing if ``url`` does not exist."""
-    filesystem, path = fs.filesystem(url)
-    with fs.translated(url):
-        if not filesystem.exists(path):
-            return
-        filesystem.get(path.rstrip("/") + "/", local_dir.rstrip("/") + "/", recursive=True)
-
-
 def _tree_state(root: str) -> dict[str, tuple[int, float]]:
     state = {}
     for folder, _, names in os.walk(root):
@@ -224,7 +215,7 @@ class SyncedDir:
 
     def start(self) -> "SyncedDir":
         """Copies the remote contents down and starts the periodic upload."""
-        copy_tree_from(self.url, self.path)
+        fs.download_tree(self.url, self.path)
         self._uploaded = _tree_state(self.path)
         self._thread = threading.Thread(target=self._loop, name="tfos-synced-dir", daemon=True)
         self._thread.start()

@@ -41,8 +41,8 @@ from .errors import StorageError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StorageError", "download", "expand", "filesystem", "is_local", "normalize", "s3a_env", "upload",
-           "uploaded_dir"]
+__all__ = ["StorageError", "download", "download_tree", "expand", "filesystem", "is_local", "normalize", "s3a_env",
+           "spark_env", "upload", "uploaded_dir", "writable_by_tensorflow"]
 
 _S3_ALIASES = {"s3a": "s3", "s3n": "s3"}
 # Seconds to connect to an S3 endpoint, and attempts in all: an unreachable endpoint fails in seconds, not minutes.
@@ -301,6 +301,48 @@ def download(url: str, local_path: str) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.remove(partial)
     return local_path
+
+
+def download_tree(url: str, local_dir: str) -> bool:
+    """Copies the files under ``url`` (recursively) into ``local_dir``.
+
+    Returns:
+        False if ``url`` does not exist (nothing copied), else True.
+
+    Raises:
+        StorageError: the storage cannot be reached or refused the request.
+    """
+    store, path = filesystem(url)
+    with translated(url):
+        if not store.exists(path):
+            return False
+        if store.isfile(path):
+            store.get_file(path, os.path.join(local_dir, posixpath.basename(path)))
+        else:
+            store.get(path.rstrip("/") + "/", local_dir.rstrip("/") + "/", recursive=True)
+    return True
+
+
+def writable_by_tensorflow(url: str) -> bool:
+    """Whether TensorFlow itself can write ``url``: local paths, and schemes TensorFlow registers (``gs://``)."""
+    if is_local(url):
+        return True
+    try:
+        import tensorflow as tf
+
+        return scheme(url) in set(tf.io.gfile.get_registered_schemes())
+    except (ImportError, AttributeError):
+        return False
+
+
+def spark_env(spark) -> dict[str, str]:
+    """The ``AWS_*`` variables (:func:`s3a_env`) for Spark's Hadoop S3A settings, read from a SparkContext/Session.
+
+    For driver-side code that reads what the TF nodes wrote, e.g. ``os.environ.update(tfos.fs.spark_env(sc))``.
+    """
+    from . import _spark
+
+    return s3a_env(_spark.hadoop_conf(_spark.spark_context(spark), r"^fs\.s3a\."))
 
 
 def upload(local_path: str, url: str, overwrite: bool = True) -> str:

@@ -124,7 +124,8 @@ def clear_parts(directory):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", default="data/mnist", help="output directory")
+    parser.add_argument("--output", default="data/mnist",
+                        help="output directory: local, or s3://... / hdfs://... (written locally, then uploaded)")
     parser.add_argument("--mnist-npz", default=None, help="local mnist.npz (Keras layout) to use instead of downloading")
     parser.add_argument("--num-shards", type=int, default=4, help="files per split (train and test)")
     parser.add_argument("--formats", default="tfrecord,csv", help="comma-separated: tfrecord, csv")
@@ -136,6 +137,18 @@ def main(argv=None):
     if args.num_shards < 1:
         parser.error("--num-shards must be at least 1")
 
+    if "://" in args.output and not args.output.startswith("file://"):  # s3://, hdfs://: write here, then upload
+        from tfos import fs
+
+        remote = args.output
+        with fs.uploaded_dir(remote) as local:
+            write_all(args, formats, local)
+        print(f"Uploaded to {remote}")
+        return
+    write_all(args, formats, args.output)
+
+
+def write_all(args, formats, output):
     start = time.time()
     source, description, x_train, y_train, x_test, y_test = load_data(args.mnist_npz)
     splits = {"train": check_arrays(x_train, y_train, "train"), "test": check_arrays(x_test, y_test, "test")}
@@ -145,20 +158,20 @@ def main(argv=None):
     for split, (images, labels) in splits.items():
         num_shards = min(args.num_shards, len(labels))
         if "tfrecord" in formats:
-            directory = os.path.join(args.output, "tfr", split)
+            directory = os.path.join(output, "tfr", split)
             clear_parts(directory)
             write_tfrecords(directory, images, labels, num_shards)
             print(f"Wrote {len(labels)} {split} examples to {directory}/ ({num_shards} TFRecord files)")
         if "csv" in formats:
-            directory = os.path.join(args.output, "csv", split)
+            directory = os.path.join(output, "csv", split)
             clear_parts(directory)
             write_csv(directory, images, labels, num_shards)
             print(f"Wrote {len(labels)} {split} rows to {directory}/ ({num_shards} CSV files)")
 
-    with open(os.path.join(args.output, "SOURCE.txt"), "w") as f:
+    with open(os.path.join(output, "SOURCE.txt"), "w") as f:
         f.write(f"source={source}\ndescription={description}\n"
                 f"train_rows={len(splits['train'][1])}\ntest_rows={len(splits['test'][1])}\n")
-    print(f"Done in {time.time() - start:.1f}s; see {os.path.join(args.output, 'SOURCE.txt')}")
+    print(f"Done in {time.time() - start:.1f}s; see {os.path.join(output, 'SOURCE.txt')}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,14 @@ MultiWorkerMirroredStrategy. The chief exports a SavedModel, which the driver th
 
     spark-submit --master spark://HOST:7077 examples/mnist/mnist_tf.py --cluster_size 2 \
         --images_labels data/mnist/tfr --model_dir mnist_model --export_dir mnist_export
+
+Paths may be local, s3:// (s3a://) or hdfs://. For S3, give Spark's usual S3A settings; tfos hands them to the TF
+nodes (the model directory is mirrored from a local one, the SavedModel uploaded when complete):
+
+    spark-submit ... --conf spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:8333 \
+        --conf spark.hadoop.fs.s3a.access.key=... --conf spark.hadoop.fs.s3a.secret.key=... \
+        examples/mnist/mnist_tf.py --images_labels s3a://bucket/mnist/tfr \
+        --model_dir s3a://bucket/mnist_model --export_dir s3a://bucket/mnist_export
 """
 
 import os
@@ -31,40 +39,35 @@ def parse_example(record):
 
 def main_fun(args, ctx):
     """Runs on every TF node, in its own Python process, with TF_CONFIG already set by tfos."""
+    import shutil
+    import tempfile
+
     import tensorflow as tf
+
+    import tfos.data
+    import tfos.fs
 
     # Create the strategy before any other TF op: it starts this node's TF server and joins the cluster.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     global_batch = args.batch_size * strategy.num_replicas_in_sync  # one replica per worker on CPU
 
-    # --- Input: every worker lists the same files in the same order; tf.distribute shards them. ---
-    train_pattern = ctx.absolute_path(args.images_labels) + "/train/part-*"
-    train_files = tf.io.gfile.glob(train_pattern)
-    if not train_files:
-        raise FileNotFoundError(f"no TFRecords match {train_pattern}; run mnist_data_setup.py first")
-
+    # --- Input: tfos.data shards the TFRecords between the workers (by file) and streams remote ones. ---
+    train_files = ctx.absolute_path(args.images_labels) + "/train/part-*"  # local, s3://, hdfs://, ...
     steps_per_epoch = args.steps_per_epoch
     if not steps_per_epoch:  # one pass over the training data per epoch (the same number on every worker)
-        num_records = int(tf.data.TFRecordDataset(train_files).reduce(0, lambda n, _: n + 1))
+        all_records = tfos.data.tfrecord_dataset(train_files, shard=False)
+        num_records = int(all_records.reduce(0, lambda n, _: n + 1))
         steps_per_epoch = max(1, num_records // global_batch)
         print(f"{num_records} training records, global batch {global_batch}: {steps_per_epoch} steps per epoch")
     if args.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
 
-    options = tf.data.Options()
-    # FILE: each worker reads whole files of its own (needs a file per worker); DATA: each reads all the files
-    # and keeps every num_workers-th element.
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE if len(train_files) >= ctx.num_workers
-        else tf.data.experimental.AutoShardPolicy.DATA)
-    ds = (tf.data.Dataset.list_files(train_pattern, shuffle=False)
-          .interleave(tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = (tfos.data.tfrecord_dataset(train_files)  # this worker's share
           .map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
-          .shuffle(10_000, seed=42)  # a fixed seed keeps DATA sharding consistent across workers
+          .shuffle(10_000, seed=42)
           .repeat()
           .batch(global_batch)  # the GLOBAL batch: tf.distribute splits it between the workers
-          .prefetch(tf.data.AUTOTUNE)
-          .with_options(options))
+          .prefetch(tf.data.AUTOTUNE))
 
     # --- Model: variables must be created inside the strategy's scope to be mirrored. ---
     with strategy.scope():
@@ -82,6 +85,13 @@ def main_fun(args, ctx):
 
     callbacks = []
     model_dir = ctx.absolute_path(args.model_dir) if args.model_dir else None
+    synced = None
+    remote_model_dir = bool(model_dir) and not tfos.fs.writable_by_tensorflow(model_dir)
+    if remote_model_dir:
+        # TensorFlow cannot write s3:// or hdfs://: the chief writes to a local directory that tfos mirrors
+        # there (every 30 s and at the end); the other workers' checkpoint copies are thrown away anyway.
+        synced = tfos.data.SyncedDir(model_dir).start() if ctx.is_chief else None
+        model_dir = synced.path if synced else tempfile.mkdtemp(prefix="mnist-worker-")
     if model_dir:
         # Every worker runs the checkpoint callback (saving is a collective step); tf.keras keeps the chief's
         # files and writes the other workers' copies to temporary directories that it deletes.
@@ -91,11 +101,15 @@ def main_fun(args, ctx):
             callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=model_dir))
 
     model.fit(ds, epochs=args.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+    if synced:
+        synced.close()
+    elif remote_model_dir:
+        shutil.rmtree(model_dir, ignore_errors=True)
 
     # Evidence that this node trained: its count of optimizer steps (the same on every worker).
     steps = int(model.optimizer.iterations.numpy())
     print(f"worker {ctx.worker_num} ({ctx.job_name}:{ctx.task_index}) finished {steps} steps", flush=True)
-    if model_dir and (model_dir.startswith("file://") or "://" not in model_dir):
+    if model_dir and not remote_model_dir:
         local_dir = model_dir[len("file://"):] if model_dir.startswith("file://") else model_dir
         os.makedirs(local_dir, exist_ok=True)
         with open(os.path.join(local_dir, f"steps_{ctx.worker_num}.json"), "w") as f:
@@ -109,10 +123,17 @@ def evaluate(export_dir, test_dir, batch_size=256):
     """Scores the exported SavedModel on the test TFRecords (on the driver); returns (accuracy, rows)."""
     import tensorflow as tf
 
+    import tempfile
+
+    import tfos.data
+    import tfos.fs
+
+    if not tfos.fs.is_local(export_dir):  # s3://, hdfs://: fetch the SavedModel first
+        local = tempfile.mkdtemp(prefix="mnist-export-")
+        tfos.fs.download_tree(export_dir, local)
+        export_dir = local
     model = tf.keras.models.load_model(export_dir, compile=False)
-    ds = (tf.data.TFRecordDataset(tf.data.Dataset.list_files(test_dir + "/part-*", shuffle=False))
-          .map(parse_example)
-          .batch(batch_size))
+    ds = tfos.data.tfrecord_dataset(test_dir + "/part-*", shard=False).map(parse_example).batch(batch_size)
     correct = rows = 0
     for images, labels in ds:
         predictions = tf.argmax(model(images, training=False), axis=1)
@@ -148,7 +169,7 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     from pyspark.sql import SparkSession
 
-    from tfos import TFCluster
+    from tfos import TFCluster, fs
 
     args = parse_args()
     spark = SparkSession.builder.appName("mnist_tf").getOrCreate()
@@ -164,6 +185,9 @@ if __name__ == "__main__":
         if value and "://" not in value and default_fs.startswith("file:"):
             setattr(args, name, os.path.abspath(value))
     print(f"args: {vars(args)}")
+    # The driver reads the test data and the exported model too: give it Spark's S3A settings (if any).
+    for key, value in fs.spark_env(sc).items():
+        os.environ.setdefault(key, value)
 
     cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, num_ps=0, tensorboard=args.tensorboard,
                             input_mode=TFCluster.InputMode.TENSORFLOW, log_dir=args.model_dir,

@@ -60,7 +60,7 @@ class LaunchSpec:
     stop_grace_secs: float = 10.0
     log_tail_lines: int = 100
     forward_logs: bool = True
-    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # may hold credentials
     gpus_per_node: int = 1  # without Spark GPU scheduling (see gpus.claim_gpus)
     gpu_lock_dir: str = ""
 

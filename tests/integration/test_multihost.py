@@ -1,4 +1,4 @@
-"""Several hosts: Spark workers in network namespaces with their own addresses, the driver on a third.
+"""Several hosts: Spark executors in network namespaces with their own addresses, the driver on a third.
 
 The test makes a bridge ``10.77.N.1/24`` in the root namespace (the driver's and the master's host) and two
 namespaces ``10.77.N.11`` and ``10.77.N.12``, each running a Spark standalone worker, so every TF node is on a
@@ -6,6 +6,10 @@ namespaces ``10.77.N.11`` and ``10.77.N.12``, each running a Spark standalone wo
 plane, the InputMode.SPARK feed and TensorBoard all use those addresses. Traffic goes only to the addresses the
 test made. The namespaces and the bridge are removed afterwards, even on failure. Needs root (or
 CAP_SYS_ADMIN + CAP_NET_ADMIN) and ``ip``; skips with the reason otherwise.
+
+The last test starts executors the way Spark's Kubernetes backend does, through the image's entry point
+(docker/spark-entrypoint.sh) with ``SPARK_EXECUTOR_POD_IP`` set to the namespace's address, and checks that the
+TF nodes advertise that "pod IP".
 """
 
 import ipaddress
@@ -22,7 +26,7 @@ import pyspark
 import pytest
 
 import nodefns
-from conftest import STANDALONE_CONF
+from conftest import DRIVER_CONF, STANDALONE_CONF
 from tfos import TFCluster
 from tfos.standalone import _free_port, _kill_trees, _tail
 
@@ -32,6 +36,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
 HOSTS = 2
+ENTRYPOINT = os.path.join(os.path.dirname(__file__), "..", "..", "docker", "spark-entrypoint.sh")
 
 
 def _ip(*args, check=True):
@@ -213,3 +218,59 @@ def test_spark_feed_reaches_nodes_on_other_hosts(hosts, spark, tmp_path):
     counts = [json.load(open(tmp_path / f"count{i}.json")) for i in range(HOSTS)]
     assert [c["rows"] for c in counts] == [50, 50]
     assert sorted(i for c in counts for i in c["ids"]) == list(range(100))
+
+
+def record_address(args, ctx):
+    with open(os.path.join(args["out"], f"node{ctx.worker_num}.json"), "w") as f:
+        json.dump({"tf_config": json.loads(os.environ["TF_CONFIG"]), "host": ctx.host,
+                   "pod": os.environ.get("SPARK_EXECUTOR_POD_NAME")}, f)
+
+
+def test_kubernetes_style_executors_advertise_their_pod_ip(hosts, spark_sessions, tmp_path):
+    """Executors started by the image's entry point, as Spark on Kubernetes starts them, one per "pod"."""
+    spark_home = os.path.dirname(pyspark.__file__)
+    port, webui_port = _free_port(hosts.driver_ip), _free_port(hosts.driver_ip)
+    master_url = f"spark://{hosts.driver_ip}:{port}"
+    # A master without workers: the only executors are the ones this test starts.
+    master = _spawn([os.path.join(spark_home, "bin", "spark-class"), "org.apache.spark.deploy.master.Master",
+                     "--host", hosts.driver_ip, "--port", str(port), "--webui-port", str(webui_port)],
+                    {**os.environ, "SPARK_HOME": spark_home, "SPARK_LOCAL_IP": hosts.driver_ip},
+                    tmp_path / "master.log")
+    executors = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _alive_workers(f"http://{hosts.driver_ip}:{webui_port}")
+                break
+            except (OSError, ValueError):
+                assert time.monotonic() < deadline and master.poll() is None, _tail(str(tmp_path / "master.log"))
+                time.sleep(0.5)
+        spark = spark_sessions.get(master_url, {**STANDALONE_CONF, "spark.driver.host": hosts.driver_ip,
+                                                "spark.driver.bindAddress": hosts.driver_ip})
+        sc = spark.sparkContext
+        for i, (name, addr) in enumerate(zip(hosts.names, hosts.ips)):
+            env = {**os.environ, "SPARK_HOME": spark_home, "PYSPARK_PYTHON": sys.executable,
+                   "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@{hosts.driver_ip}:{sc.getConf().get('spark.driver.port')}",
+                   "SPARK_EXECUTOR_ID": str(100 + i), "SPARK_EXECUTOR_CORES": "1", "SPARK_EXECUTOR_MEMORY": "768m",
+                   "SPARK_APPLICATION_ID": sc.applicationId, "SPARK_EXECUTOR_POD_IP": addr,
+                   "SPARK_RESOURCE_PROFILE_ID": "0", "SPARK_EXECUTOR_POD_NAME": f"tfos-exec-{i}",
+                   "SPARK_JAVA_OPT_0": DRIVER_CONF["spark.executor.extraJavaOptions"].split()[0],
+                   "SPARK_JAVA_OPT_1": DRIVER_CONF["spark.executor.extraJavaOptions"].split()[1],
+                   "SPARK_LOCAL_IP": "127.0.0.1"}  # loopback, as in the test run: the pod IP must win
+            executors.append(_spawn(["ip", "netns", "exec", name, "bash", ENTRYPOINT, "executor"], env,
+                                    tmp_path / f"executor{i}.log"))
+        out = tmp_path / "out"
+        out.mkdir()
+        cluster = TFCluster.run(sc, record_address, {"out": str(out)}, HOSTS, slot_wait_timeout=120)
+        cluster.shutdown(timeout=120)
+        seen = [json.load(open(out / f"node{i}.json")) for i in range(HOSTS)]
+        assert sorted(n["pod"] for n in seen) == ["tfos-exec-0", "tfos-exec-1"]
+        assert sorted(n["host"] for n in seen) == hosts.ips
+        for node in seen:
+            assert sorted(_host(a) for a in node["tf_config"]["cluster"]["worker"]) == hosts.ips
+    finally:
+        spark_sessions.stop()
+        _kill_trees([p.pid for p in executors + [master]], groups=True)
+        for proc in executors + [master]:
+            proc.wait(timeout=10)

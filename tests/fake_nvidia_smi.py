@@ -1,6 +1,6 @@
 """A fake ``nvidia-smi`` for GPU tests: an executable script answering the two queries tfos makes.
 
-``install(directory, gpus, apps)`` writes ``directory/nvidia-smi``; its answers come from ``nvidia-smi.json``
+It also answers ``--query-gpu=index`` for docker/discover-gpus.sh. ``install(directory, gpus, apps)`` writes ``directory/nvidia-smi``; its answers come from ``nvidia-smi.json``
 beside it, so a test can change them while nodes run. ``gpus`` are ``(index, uuid, memory_used_mib)``
 tuples; ``apps`` are ``(gpu_uuid, pid)`` compute processes.
 """
@@ -16,6 +16,9 @@ args = " ".join(sys.argv[1:])
 if "--query-gpu=index,uuid,memory.used,memory.total" in args and "noheader,nounits" in args:
     for index, uuid, used in state["gpus"]:
         print(f"{{index}}, {{uuid}}, {{used}}, 16160")
+elif "--query-gpu=index --format=csv,noheader" in args:  # docker/discover-gpus.sh
+    for index, uuid, used in state["gpus"]:
+        print(index)
 elif "--query-compute-apps=gpu_uuid,pid" in args and "noheader,nounits" in args:
     for uuid, pid in state["apps"]:
         print(f"{{uuid}}, {{pid}}")

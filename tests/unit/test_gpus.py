@@ -133,3 +133,12 @@ def test_a_held_lock_times_out_with_the_setting_to_change(tmp_path):
         holder.wait()
         os.close(fd)
         del fcntl
+
+
+def test_spark_discovery_script_lists_the_hosts_gpus(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "docker", "discover-gpus.sh")
+    fake(tmp_path, [("0", A, 0), ("1", B, 0), ("3", C, 0)])
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run(["sh", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"name": "gpu", "addresses": ["0", "1", "3"]}

@@ -55,28 +55,6 @@ def storage_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k.startswith(ENV_PREFIXES) or k in ENV_NAMES}
 
 
-def filesystem(url: str, env: Mapping[str, str]):
-    """:func:`tfos.fs.filesystem` for ``url`` whose S3 client also takes its credentials and region from ``env``.
-
-    ``env`` here is not this process's environment (executors and Spark's planner workers do not inherit the
-    driver's), so the keys cannot be left to botocore's usual lookup in ``os.environ``.
-    """
-    fsys, path = fs.filesystem(url, env)
-    if fs.scheme(url) != "s3":
-        return fsys, path
-    extra = {name: env[var] for name, var in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
-                                                 ("token", "AWS_SESSION_TOKEN")) if env.get(var)}
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if not extra and not region:
-        return fsys, path
-    import fsspec
-
-    kwargs = dict(fsys.storage_options, **extra)
-    if region:
-        kwargs["client_kwargs"] = dict(kwargs.get("client_kwargs") or {}, region_name=region)
-    return fsspec.filesystem("s3", **kwargs), path
-
-
 # --------------------------------------------------------------------------------------------------- reading
 
 def _is_plain_tfrecord(head: bytes) -> bool:
@@ -94,7 +72,7 @@ def iter_records(url: str, env: Mapping[str, str]) -> Iterator[tuple[int, bytes]
         StorageError: the file cannot be opened or read.
         DataError: a truncated or corrupt record (file and byte offset in the message).
     """
-    fsys, path = filesystem(url, env)
+    fsys, path = fs.filesystem(url, env)
     with fs.translated(url):
         with fsys.open(path, "rb") as raw:
             head = raw.read(12)
@@ -223,7 +201,7 @@ class TFRecordWriter(DataSourceArrowWriter):
         self.url, self.schema, self.overwrite, self.env = url, schema, overwrite, dict(env)
         self.suffix = suffix
         self.job = uuid.uuid4().hex[:12]
-        fsys, self.root = filesystem(url, self.env)
+        fsys, self.root = fresh_filesystem(url, self.env)
         self.root = self.root.rstrip("/")
         self.job_dir = posixpath.join(self.root, TEMPORARY, self.job)
         _check_bucket(fsys, url, self.root)
@@ -239,7 +217,7 @@ class TFRecordWriter(DataSourceArrowWriter):
         name = f"part-{part:05d}-{self.job}.tfrecord{self.suffix}"
         final = posixpath.join(self.root, name)
         temp = posixpath.join(self.job_dir, f"{attempt}-{name}")
-        fsys, _ = filesystem(self.url, self.env)
+        fsys, _ = fs.filesystem(self.url, self.env)
         rows = size = 0
         out = sink = None
         with fs.translated(self.url):
@@ -265,7 +243,7 @@ class TFRecordWriter(DataSourceArrowWriter):
         return WrittenFile(temp if out is not None else None, final, rows, size)
 
     def commit(self, messages) -> None:
-        fsys, _ = filesystem(self.url, self.env)
+        fsys, _ = fresh_filesystem(self.url, self.env)
         files = [m for m in messages if m is not None and m.temp]
         with fs.translated(self.url):
             if self.overwrite:
@@ -277,7 +255,7 @@ class TFRecordWriter(DataSourceArrowWriter):
         logger.info("wrote %d TFRecord file(s), %d rows, to %s", len(files), sum(m.rows for m in files), self.url)
 
     def abort(self, messages) -> None:
-        fsys, _ = filesystem(self.url, self.env)
+        fsys, _ = fresh_filesystem(self.url, self.env)
         with fs.translated(self.url):
             _remove_job_dir(fsys, self.root, self.job_dir)
         logger.warning("TFRecord write to %s failed; its temporary files were removed", self.url)
@@ -288,11 +266,20 @@ def _check_bucket(fsys, url: str, root: str) -> None:
         return
     bucket = root.partition("/")[0]
     with fs.translated(url):
-        found = fsys.exists(bucket)
-    if not found:
-        raise StorageError(f"Cannot write {url}: bucket {bucket!r} does not exist at this S3 endpoint "
-                           f"({fsys.storage_options.get('endpoint_url') or 'AWS'}); create it first, or check "
-                           "AWS_ENDPOINT_URL / spark.hadoop.fs.s3a.endpoint")
+        try:
+            fsys.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
+            raise StorageError(f"Cannot write {url}: bucket {bucket!r} does not exist at this S3 endpoint "
+                               f"({fsys.storage_options.get('endpoint_url') or 'AWS'}); create it first, or check "
+                               "AWS_ENDPOINT_URL / spark.hadoop.fs.s3a.endpoint") from None
+
+
+def fresh_filesystem(url: str, env: Mapping[str, str]):
+    """:func:`tfos.fs.filesystem` with its listing cache dropped: fsspec keeps one instance per settings in a
+    process, and Spark reuses its Python workers, so a listing cached by an earlier job would be stale."""
+    fsys, path = fs.filesystem(url, env)
+    fsys.invalidate_cache()
+    return fsys, path
 
 
 def _remove_content(fsys, root: str) -> None:
@@ -345,7 +332,10 @@ class TFRecordDataSource(DataSource):
         return found
 
     def _files(self) -> list[str]:
-        return fs.expand(self._paths(), self._env())
+        paths, env = self._paths(), self._env()
+        for path in paths:
+            fresh_filesystem(path, env)
+        return fs.expand(paths, env)
 
     def _binary_features(self) -> list[str]:
         return [n.strip() for n in (self.options.get("binary_features") or "").split(",") if n.strip()]

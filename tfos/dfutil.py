@@ -37,7 +37,7 @@ import weakref
 from typing import Iterable, Sequence
 
 from . import _columns, _example, fs
-from ._tfrecord_source import FORMAT, TFRecordDataSource, storage_env
+from ._tfrecord_source import FORMAT, TFRecordDataSource, fresh_filesystem, storage_env
 from .errors import ConfigError, DataError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ SAVE_MODES = ("append", "overwrite", "errorifexists", "ignore")
 _MODE_ALIASES = {"error": "errorifexists", "default": "errorifexists"}
 _loaded: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # DataFrame -> the paths it was loaded from
 # The text of a tfos error raised in a Spark task, inside the error Spark raises on the driver.
-_REMOTE_ERROR = re.compile(r"tfos\.errors\.(DataError|StorageError|ConfigError): (.*?)(?:\n\n|\n\tat |\nJVM |$)",
-                           re.S)
+_REMOTE_ERROR = re.compile(
+    r"tfos\.errors\.(DataError|StorageError|ConfigError): (.*?)(?:\n\n|\n\tat |\nJVM |\n SQLSTATE|$)", re.S)
 
 
 def _session(spark_or_sc=None):
@@ -62,22 +62,10 @@ def _session(spark_or_sc=None):
     return spark_or_sc
 
 
-def _s3a_settings(spark) -> dict[str, str]:
-    """Spark's ``spark.hadoop.fs.s3a.*`` settings and the Hadoop configuration's ``fs.s3a.*`` entries."""
-    found = {key.removeprefix("spark.hadoop."): value for key, value in spark.sparkContext.getConf().getAll()
-             if key.startswith("spark.hadoop.fs.s3a.")}
-    try:
-        hadoop = spark.sparkContext._jsc.hadoopConfiguration().getPropsWithPrefix("fs.s3a.")
-        found.update({"fs.s3a." + key: hadoop[key] for key in hadoop.keySet()})
-    except Exception as exc:  # a Spark Connect session has no JVM here; Spark's conf above still counts
-        logger.debug("no Hadoop configuration to read fs.s3a.* from: %s", type(exc).__name__)
-    return found
-
-
 def driver_env(spark) -> dict[str, str]:
     """The storage settings readers and writers need: this process's ``AWS_*``/``TFOS_S3_*``/``TFOS_HDFS_*``/
     ``HADOOP_CONF_DIR`` variables, overridden by :func:`tfos.fs.s3a_env` of Spark's ``fs.s3a.*`` settings."""
-    return {**storage_env(os.environ), **fs.s3a_env(_s3a_settings(spark))}
+    return {**storage_env(os.environ), **fs.spark_env(spark)}
 
 
 def register(spark=None) -> None:
@@ -105,7 +93,7 @@ def _mode(mode: str) -> str:
 
 
 def _exists(url: str, env) -> bool:
-    fsys, path = fs.filesystem(url, env)
+    fsys, path = fresh_filesystem(url, env)
     with fs.translated(url):
         return fsys.exists(path)
 

@@ -294,3 +294,60 @@ def test_tfos_reads_what_tensorflow_writes(spark_local_cluster, tmp_path, compre
     rows = _rows(df)
     assert rows == [{"id": i, "many": list(range(i)), "name": f"n{i}", "raw": bytearray([i, 255]),
                      "x": [i * 0.5, float(-i)]} for i in range(5)]
+
+
+# ---------------------------------------------------------------------------------------- on a real S3 server
+
+def _s3_keys(server, bucket):
+    return sorted(obj["Key"] for obj in server.client().list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_s3_round_trip_with_aws_variables(spark_local_cluster, s3_env, typed_df):
+    spark = spark_local_cluster
+    s3_env.make_bucket("dfutil")
+    url = "s3a://dfutil/typed"  # as Spark users spell it
+    dfutil.saveAsTFRecords(typed_df, url, mode="overwrite", compression="gzip")
+    keys = _s3_keys(s3_env, "dfutil")
+    assert "typed/_SUCCESS" in keys and not any("_temporary" in k for k in keys)
+    assert all(k.endswith(".tfrecord.gz") for k in keys if "/part-" in k)
+    back = dfutil.loadTFRecords(spark, "s3://dfutil/typed", schema=typed_df.schema)
+    assert [r["id"] for r in _rows(back)] == [1, 2, 3, 4]
+    assert _rows(back.select("id", "s", "al", "abin")) == _rows(typed_df.select("id", "s", "al", "abin"))
+    dfutil.saveAsTFRecords(typed_df.select("id"), url, mode="append")
+    assert dfutil.loadTFRecords(spark, url + "/part-*", schema="id long").count() == 8
+    plan = back._jdf.queryExecution().toString()
+    assert s3_env.secret_key not in plan and s3_env.access_key not in plan
+
+
+def test_s3_with_spark_s3a_settings_only(spark_local_cluster, s3_server, monkeypatch):
+    for var in list(os.environ):
+        if var.startswith("AWS_"):
+            monkeypatch.delenv(var)
+    spark = spark_local_cluster
+    s3_server.make_bucket("dfutil-s3a")
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    settings = {"fs.s3a.endpoint": s3_server.endpoint, "fs.s3a.path.style.access": "true",
+                "fs.s3a.access.key": s3_server.access_key, "fs.s3a.secret.key": s3_server.secret_key}
+    try:
+        for key, value in settings.items():
+            hadoop.set(key, value)
+        df = spark.createDataFrame([(i, [float(i)] * 3) for i in range(10)], "id long, v array<float>")
+        dfutil.saveAsTFRecords(df, "s3a://dfutil-s3a/v", mode="overwrite")
+        back = spark.read.format("tfrecord").load("s3a://dfutil-s3a/v")  # registered by saveAsTFRecords
+        assert _rows(back) == _rows(df)
+    finally:
+        for key in settings:
+            hadoop.unset(key)
+
+
+def test_s3_missing_bucket_and_bad_credentials(spark_local_cluster, s3_env, monkeypatch):
+    spark = spark_local_cluster
+    df = spark.createDataFrame([(1,)], "x long")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
+        dfutil.saveAsTFRecords(df, "s3://no-such-bucket/x", mode="overwrite")
+    with pytest.raises(StorageError, match="no-such-bucket"):
+        dfutil.loadTFRecords(spark, "s3://no-such-bucket/x")
+    s3_env.make_bucket("dfutil-creds")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(StorageError, match="refused the credentials|denied"):
+        dfutil.saveAsTFRecords(df, "s3://dfutil-creds/x", mode="overwrite")

@@ -22,6 +22,7 @@ import uuid
 import psutil
 
 _START_TIMEOUT = 60.0
+_START_ATTEMPTS = 3
 
 
 def _free_ports(count: int) -> list[int]:
@@ -75,19 +76,28 @@ class S3Server:
             json.dump({"identities": [{"name": "tfos-test", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                                        "credentials": [{"accessKey": self.access_key,
                                                         "secretKey": self.secret_key}]}]}, f)
-        names = ("master.port", "volume.port", "filer.port", "s3.port", "admin.port", "webdav.port")
-        ports = dict(zip(names, _free_ports(len(names))))
-        args = [binary, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
-                *(f"-{name}={port}" for name, port in ports.items())]
-        self.endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-        self.log_path = os.path.join(self.work_dir, "weed.log")
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        log.close()
-        self._wait_ready(ports["s3.port"])
-        return self
+        for attempt in range(_START_ATTEMPTS):
+            # Every port explicit (weed's default gRPC port is the HTTP port + 10000, which may be taken).
+            names = [f"{service}.port{kind}" for service in ("master", "volume", "filer", "s3", "admin")
+                     for kind in ("", ".grpc")] + ["webdav.port"]
+            ports = dict(zip(names, _free_ports(len(names))))
+            args = [binary, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
+                    "-webdav=false", *(f"-{name}={port}" for name, port in ports.items())]
+            self.endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+            self.log_path = os.path.join(self.work_dir, f"weed-{attempt}.log")
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
+            try:
+                self._wait_ready(ports["s3.port"])
+                return self
+            except RuntimeError:
+                self.stop()
+                with open(self.log_path, "rb") as log:  # another process took a port meanwhile: try others
+                    if b"Port allocation failed" not in log.read() or attempt == _START_ATTEMPTS - 1:
+                        raise
+        raise AssertionError("unreachable")
 
     def _wait_ready(self, port: int) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
@@ -99,7 +109,6 @@ class S3Server:
                 return
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.3)
-        self.stop()
         raise RuntimeError(f"weed mini's S3 did not answer on port {port} in {_START_TIMEOUT:.0f} s; "
                            f"see {self.log_path}")
 

@@ -10,10 +10,12 @@ both CRCs and reports the file and byte offset of the first bad or truncated rec
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
 from typing import BinaryIO, Iterable, Iterator
 
-import google_crc32c
+import crc32c as _crc32c
 
 from .errors import DataError
 
@@ -22,9 +24,9 @@ _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
 
 
-def masked_crc(data: bytes) -> int:
-    """TensorFlow's masked CRC-32C of ``data``."""
-    crc = google_crc32c.value(data)
+def masked_crc(data) -> int:
+    """TensorFlow's masked CRC-32C of ``data`` (any bytes-like object; hardware-accelerated where possible)."""
+    crc = _crc32c.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
@@ -81,13 +83,37 @@ def read_records(src: BinaryIO, name: str, check_data: bool = True) -> Iterator[
 
 
 def check_file(path: str, check_data: bool = True) -> int:
-    """Reads a local TFRecord file through and returns its number of records.
+    """Walks a local TFRecord file's records in place (memory-mapped) and returns their number.
 
     Raises:
         DataError: the first truncated or corrupted record, with the file and its byte offset.
     """
-    with open(path, "rb", buffering=1 << 20) as src:
-        return sum(1 for _ in read_records(src, path, check_data))
+    if os.path.getsize(path) == 0:
+        return 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            return _walk(view, path, check_data)
+        finally:
+            view.release()
+
+
+def _walk(view: memoryview, name: str, check_data: bool) -> int:
+    size, offset, count = len(view), 0, 0
+    while offset < size:
+        if size - offset < _HEADER.size:
+            raise _corrupt(name, offset, f"truncated record header ({size - offset} of {_HEADER.size} bytes)")
+        length, length_crc = _HEADER.unpack_from(view, offset)
+        if masked_crc(view[offset:offset + 8]) != length_crc:
+            raise _corrupt(name, offset, "corrupted record header (length CRC mismatch)")
+        end = offset + _HEADER.size + length
+        if end + _FOOTER.size > size:
+            raise _corrupt(name, offset, f"truncated record (expected {length} data bytes)")
+        if check_data and masked_crc(view[offset + _HEADER.size:end]) != _FOOTER.unpack_from(view, end)[0]:
+            raise _corrupt(name, offset, "corrupted record data (CRC mismatch)")
+        offset = end + _FOOTER.size
+        count += 1
+    return count
 
 
 def _corrupt(name: str, offset: int, what: str) -> DataError:

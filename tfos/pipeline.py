@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import copy
 import logging
 from typing import Any, Callable
@@ -391,11 +392,14 @@ class TFEstimator(Estimator, TFParams, HasInputMapping, HasOutputMapping, HasClu
         cluster = TFCluster.run(sc, self.train_fn, tf_args, local_args.cluster_size, local_args.num_ps,
                                 local_args.tensorboard, mode, driver_ps_nodes=local_args.driver_ps_nodes,
                                 master_node=local_args.master_node)
-        try:
-            if mode == InputMode.SPARK:
+        if mode == InputMode.SPARK:
+            try:
                 cluster.train(dataset.select(columns), local_args.epochs)
-        finally:
-            cluster.shutdown(grace_secs=local_args.grace_secs)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the feeding error is the one to report
+                    cluster.shutdown(timeout=60)
+                raise
+        cluster.shutdown(grace_secs=local_args.grace_secs)
         if self.export_fn is not None:
             from . import TFParallel
 

@@ -73,3 +73,21 @@ def pipeline_train(args, ctx):
     with open(os.path.join(args.out, f"merged{ctx.worker_num}.json"), "w") as f:
         json.dump({"epochs": args.epochs, "lr": args.lr, "cluster_size": args.cluster_size,
                    "steps": int(model.optimizer.iterations.numpy())}, f)
+
+
+def pipeline_train_tfrecords(args, ctx):
+    """TFEstimator's train_fn for InputMode.TENSORFLOW: reads the TFRecords at args.tfrecord_dir itself."""
+    import glob
+
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(args.tfrecord_dir, "part-*")))
+    spec = {"features": tf.io.FixedLenFeature([4], tf.float32), "label": tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec))
+    rows = int(ds.reduce(0, lambda n, _: n + 1))
+    model = tf.keras.Sequential([tf.keras.Input(shape=(4,), name="features"), tf.keras.layers.Dense(2, name="logits")])
+    model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds.map(lambda e: (e["features"], e["label"])).batch(16), epochs=args.epochs, verbose=0)
+    ctx.export_saved_model(model, args.export_dir)
+    with open(os.path.join(args.out, f"tfrecords{ctx.worker_num}.json"), "w") as f:
+        json.dump({"tfrecord_dir": args.tfrecord_dir, "files": len(files), "rows": rows}, f)

@@ -75,3 +75,27 @@ def test_fit_transform_in_a_pipeline_then_save_and_load(spark_local_cluster, tmp
         TFModel({}).transform(df)
     with pytest.raises(ConfigError, match="cannot read the SavedModel"):
         TFModel({}).setExportDir(str(tmp_path / "missing")).transform(df)
+
+
+def test_fit_with_input_mode_tensorflow_exports_tfrecords_for_train_fn(spark_local_cluster, tmp_path):
+    from tfos import InputMode, dfutil
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    df = spark_local_cluster.createDataFrame([(i, x[i].tolist(), int(x[i].sum() > 0)) for i in range(60)],
+                                             "id long, features array<float>, label long").repartition(2)
+    tfr = str(tmp_path / "tfr")
+    estimator = (TFEstimator(nodefns_more.pipeline_train_tfrecords, {"out": str(tmp_path)})
+                 .setInputMode(InputMode.TENSORFLOW).setInputMapping({"features": "features", "label": "label"})
+                 .setClusterSize(1).setEpochs(1).setExportDir(str(tmp_path / "export")))
+    with pytest.raises(ConfigError, match=r"InputMode.TENSORFLOW writes the DataFrame as TFRecords.*setTFRecordDir"):
+        estimator.fit(df)
+    model = estimator.setTFRecordDir(tfr).fit(df)
+    seen = json.loads((tmp_path / "tfrecords0.json").read_text())
+    assert seen == {"tfrecord_dir": tfr, "files": 2, "rows": 60}  # only the mapped columns were written
+    assert model.getExportDir() == str(tmp_path / "export")
+
+    loaded = dfutil.loadTFRecords(spark_local_cluster, tfr)  # already TFRecords: fit reads them where they are
+    estimator.setTFRecordDir(str(tmp_path / "unused")).fit(loaded)
+    assert json.loads((tmp_path / "tfrecords0.json").read_text())["tfrecord_dir"] == tfr
+    assert not (tmp_path / "unused").exists()

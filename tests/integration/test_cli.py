@@ -62,9 +62,9 @@ RECORD = """
     task = json.loads(os.environ["TF_CONFIG"])["task"]
     with open(os.path.join(out, f"{task['type']}{task['index']}.json"), "w") as f:
         json.dump({"argv": sys.argv[1:], "name": __name__, "cwd": os.getcwd(), "tf_config": os.environ["TF_CONFIG"]}, f)
-    if task["type"] == "worker" and "--exit" in sys.argv:
+    if task == {"type": "worker", "index": 1} and "--exit" in sys.argv:
         sys.exit(int(sys.argv[sys.argv.index("--exit") + 1]))
-    if task["type"] == "worker" and "--raise" in sys.argv:
+    if task == {"type": "worker", "index": 1} and "--raise" in sys.argv:
         raise RuntimeError("cannot open the training data")
 """
 
@@ -90,6 +90,7 @@ def test_argv_main_and_chief_with_module_form_and_py_files(spark_free, tmp_path)
     assert json.loads(chief["tf_config"])["cluster"].keys() == {"chief", "worker"}
     assert chief["cwd"] != str(tmp_path)  # the executor's working directory, not the driver's
     assert "node 0 (chief:0) ended: ok, exit code 0" in output
+    assert "RuntimeWarning" not in output  # runpy's warning when tfos._node.child was imported before it ran
 
 
 def test_script_exit_status_is_the_run_status(spark_free, tmp_path):
@@ -102,6 +103,7 @@ def test_script_exit_status_is_the_run_status(spark_free, tmp_path):
 def test_script_that_raises_fails_the_run_with_its_traceback(spark_free, tmp_path):
     code, output = tfos_run([write_script(tmp_path), "-n", "2"], tmp_path, ["--out", tmp_path, "--raise"])
     assert code == 1, output[-5000:]
+    assert "Root cause (first observed failure): node 1, worker:1" in output
     assert "error: RuntimeError: cannot open the training data" in output
     assert f'File "{tmp_path / "record.py"}", line 11' in output  # the script's own line, in the traceback
 

@@ -21,7 +21,8 @@ import threading
 import time
 import traceback
 
-ERROR_FILE_ENV = "TFOS_ERROR_FILE"
+from . import ERROR_FILE_ENV  # re-exported: importers of tfos._node.child use it
+
 _PR_SET_PDEATHSIG = 1
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 from ..errors import NodeFailure
 from .._control.client import ClusterAborted, ControlClient
 from .._control.reservation import ABORT, STOP, NodeInfo
-from .child import ERROR_FILE_ENV
+from . import ERROR_FILE_ENV
 from .gpus import GpuClaim, claim_gpus
 from .tf_config import role_of, tf_config_json
 

@@ -131,7 +131,10 @@ class _Malformed(Exception):
     pass
 
 
-def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+def _varint_at(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (one-byte varints take the short path)."""
+    if pos < end and buf[pos] < 0x80:
+        return buf[pos], pos + 1
     result = shift = 0
     while True:
         if pos >= end:
@@ -146,35 +149,41 @@ def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
             raise _Malformed("varint longer than 10 bytes")
 
 
-def _fields(buf: bytes, pos: int, end: int):
-    """Yields ``(field number, wire type, value or start, end)`` for each field of the message in buf[pos:end].
+def _field(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+    """The field at ``pos``: ``(field number, wire type, value start, value end)``.
 
-    For wire type 2 the value is the start of the payload; for varints and fixed fields it is the value's start
-    too (callers decode it); ``end`` is where the field ends.
+    For wire type 2 the value is the payload after its length; for varints and fixed fields it is the encoded
+    value itself.
     """
-    while pos < end:
-        key, pos = _read_varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == _LEN:
-            length, pos = _read_varint(buf, pos, end)
-            stop = pos + length
-        elif wire == _VARINT:
-            _, stop = _read_varint(buf, pos, end)
-        elif wire == _FIXED32:
-            stop = pos + 4
-        elif wire == _FIXED64:
-            stop = pos + 8
+    key = buf[pos]  # callers loop while pos < end
+    if key < 0x80:
+        pos += 1
+    else:
+        key, pos = _varint_at(buf, pos, end)
+    wire = key & 7
+    if wire == _LEN:
+        if pos < end and buf[pos] < 0x80:
+            stop = pos + 1 + buf[pos]
+            pos += 1
         else:
-            raise _Malformed(f"unsupported wire type {wire} (field {number})")
-        if stop > end:
-            raise _Malformed(f"field {number} runs past the end of its message")
-        yield number, wire, pos, stop
-        pos = stop
+            length, pos = _varint_at(buf, pos, end)
+            stop = pos + length
+    elif wire == _VARINT:
+        stop = _varint_at(buf, pos, end)[1]
+    elif wire == _FIXED32:
+        stop = pos + 4
+    elif wire == _FIXED64:
+        stop = pos + 8
+    else:
+        raise _Malformed(f"unsupported wire type {wire} (field {key >> 3})")
+    if stop > end:
+        raise _Malformed(f"field {key >> 3} runs past the end of its message")
+    return key >> 3, wire, pos, stop
 
 
 def _int64s(buf: bytes, pos: int, end: int, out: list) -> None:
     while pos < end:
-        value, pos = _read_varint(buf, pos, end)
+        value, pos = _varint_at(buf, pos, end)
         value &= _INT64_MASK
         out.append(value - (1 << 64) if value >= (1 << 63) else value)
 
@@ -182,30 +191,30 @@ def _int64s(buf: bytes, pos: int, end: int, out: list) -> None:
 def _decode_list(kind: str, buf: bytes, pos: int, end: int):
     if kind == FLOAT:
         chunks = []
-        for number, wire, start, stop in _fields(buf, pos, end):
+        while pos < end:
+            number, wire, start, pos = _field(buf, pos, end)
             if number != 1:
                 continue
-            if wire == _LEN:
-                if (stop - start) % 4:
-                    raise _Malformed("packed float list length is not a multiple of 4")
-                chunks.append(buf[start:stop])
-            elif wire == _FIXED32:
-                chunks.append(buf[start:stop])
-            else:
+            if wire == _LEN and (pos - start) % 4:
+                raise _Malformed("packed float list length is not a multiple of 4")
+            if wire not in (_LEN, _FIXED32):
                 raise _Malformed(f"float list value with wire type {wire}")
-        return np.frombuffer(b"".join(chunks) if len(chunks) != 1 else chunks[0], dtype="<f4")
+            chunks.append((start, pos))
+        if len(chunks) == 1:  # the usual case: one packed field, viewed in place
+            start, stop = chunks[0]
+            return np.frombuffer(buf, dtype="<f4", count=(stop - start) // 4, offset=start)
+        return np.frombuffer(b"".join(buf[a:b] for a, b in chunks), dtype="<f4")
     values: list = []
-    for number, wire, start, stop in _fields(buf, pos, end):
+    while pos < end:
+        number, wire, start, pos = _field(buf, pos, end)
         if number != 1:
             continue
         if kind == BYTES:
             if wire != _LEN:
                 raise _Malformed(f"bytes list value with wire type {wire}")
-            values.append(buf[start:stop])
-        elif wire == _LEN:
-            _int64s(buf, start, stop, values)
-        elif wire == _VARINT:
-            _int64s(buf, start, stop, values)
+            values.append(buf[start:pos])
+        elif wire in (_LEN, _VARINT):
+            _int64s(buf, start, pos, values)
         else:
             raise _Malformed(f"int64 list value with wire type {wire}")
     return values
@@ -213,25 +222,27 @@ def _decode_list(kind: str, buf: bytes, pos: int, end: int):
 
 def _decode_feature(buf: bytes, pos: int, end: int) -> tuple[str | None, object]:
     kind, values = None, []
-    for number, wire, start, stop in _fields(buf, pos, end):
+    while pos < end:
+        number, wire, start, pos = _field(buf, pos, end)
         if number in _KIND and wire == _LEN:
             kind = _KIND[number]
-            values = _decode_list(kind, buf, start, stop)
+            values = _decode_list(kind, buf, start, pos)
     return kind, values
 
 
 def _decode_entry(buf: bytes, pos: int, end: int) -> tuple[str, tuple[str | None, object]]:
     key, value = "", (None, [])
-    for number, wire, start, stop in _fields(buf, pos, end):
+    while pos < end:
+        number, wire, start, pos = _field(buf, pos, end)
         if wire != _LEN:
             continue
         if number == 1:
             try:
-                key = buf[start:stop].decode("utf-8")
+                key = buf[start:pos].decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise _Malformed(f"feature name is not UTF-8: {exc}") from None
         elif number == 2:
-            value = _decode_feature(buf, start, stop)
+            value = _decode_feature(buf, start, pos)
     return key, value
 
 
@@ -242,20 +253,24 @@ def decode(data: bytes) -> dict[str, tuple[str | None, object]]:
         data: the Example's bytes (one TFRecord record).
 
     Returns:
-        feature name -> ``(kind, values)``: ints as a list, floats as a float32 numpy array, bytes as a list.
+        feature name -> ``(kind, values)``: ints as a list, floats as a read-only float32 numpy array (a view of
+        ``data``), bytes as a list.
 
     Raises:
         DataError: ``data`` is not a valid Example message.
     """
     data = bytes(data)
     features: dict = {}
+    pos, end = 0, len(data)
     try:
-        for number, wire, start, stop in _fields(data, 0, len(data)):
+        while pos < end:
+            number, wire, start, pos = _field(data, pos, end)
             if number != 1 or wire != _LEN:
                 continue
-            for fnum, fwire, estart, estop in _fields(data, start, stop):
+            while start < pos:
+                fnum, fwire, estart, start = _field(data, start, pos)
                 if fnum == 1 and fwire == _LEN:
-                    name, value = _decode_entry(data, estart, estop)
+                    name, value = _decode_entry(data, estart, start)
                     features[name] = value
     except _Malformed as exc:
         raise DataError(f"record is not a serialized tf.train.Example ({exc})") from None

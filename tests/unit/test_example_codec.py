@@ -1,4 +1,5 @@
-"""tfos._example (tf.train.Example wire format) against the protobuf runtime, and the Arrow <-> Example columns.
+"""tfos._example (tf.train.Example wire format) against the protobuf runtime; Arrow batches <-> Examples
+(tfos._columns); reading local TFRecord files (tfos._tfrecord_source). No Spark cluster, no TensorFlow.
 
 The oracle is the ``protobuf`` package with tf.train.Example's message definitions written out here (no
 TensorFlow): what we encode must parse there, and what it serializes must decode here.
@@ -6,11 +7,16 @@ TensorFlow): what we encode must parse there, and what it serializes must decode
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
+import pyarrow as pa
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from pyspark.sql.types import (ArrayType, BinaryType, BooleanType, DateType, DoubleType, FloatType, IntegerType,
+                               LongType, MapType, StringType, StructField, StructType)
 
-from tfos import _example
+from tfos import _columns, _example, _tfrecord, _tfrecord_source
 from tfos.errors import DataError
 
 
@@ -146,3 +152,147 @@ def test_varint_matches_protobuf_for_large_values():
     values = [2 ** k for k in range(63)] + [-(2 ** k) for k in range(64)]
     msg.features.feature["v"].int64_list.value.extend(values)
     assert _example.encode({"v": ("int64", values)}) == msg.SerializeToString()
+
+
+# ------------------------------------------------------------------------------ Arrow batches <-> Examples
+
+def _schema(**types):
+    return StructType([StructField(name, dtype) for name, dtype in types.items()])
+
+
+def test_inference_uses_every_sampled_record():
+    examples = [{"a": ("int64", [1]), "b": ("float", np.array([1.0], np.float32)), "c": ("bytes", [b"x"])},
+                {"a": ("int64", [2]), "b": ("float", np.array([1.0, 2.0], np.float32))},  # b: 2 values, c absent
+                {"a": ("int64", [3]), "c": ("bytes", [b"y"]), "e": (None, [])}]
+    schema = _columns.infer_schema(examples, binary_features=["c"])
+    assert schema.simpleString() == "struct<a:bigint,b:array<float>,c:binary,e:array<string>>"
+    assert all(f.nullable for f in schema.fields)
+
+
+def test_inference_refuses_a_feature_of_two_kinds():
+    with pytest.raises(DataError, match="Feature 'v' is an int64 list in some records and a float list in record 1"):
+        _columns.infer_schema([{"v": ("int64", [1])}, {"v": ("float", np.zeros(1, np.float32))}])
+
+
+@pytest.mark.parametrize("dtype, text", [(DateType(), "date"), (MapType(StringType(), LongType()),
+                                                                  "map<string,bigint>"),
+                                         (ArrayType(ArrayType(LongType())), "array<array<bigint>>")])
+def test_unsupported_types_name_the_column(dtype, text):
+    with pytest.raises(DataError, match=rf"Column 'col' has type {text}, which cannot be written"):
+        _columns.check_schema(_schema(col=dtype))
+
+
+def test_encode_batch_leaves_nulls_out_and_keeps_empty_lists():
+    schema = _schema(i=IntegerType(), t=BooleanType(), d=DoubleType(), s=StringType(), a=ArrayType(LongType()))
+    batch = pa.RecordBatch.from_pylist(
+        [{"i": 5, "t": True, "d": 0.5, "s": "é", "a": [1, -2, 300]}, {"i": None, "t": None, "d": None, "s": None,
+                                                                       "a": None},
+         {"i": -1, "t": False, "d": 1.0, "s": "", "a": []}], schema=_columns.arrow_schema(schema))
+    first, second, third = (_example.decode(r) for r in _columns.encode_batch(batch, schema))
+    assert first["i"] == ("int64", [5]) and first["t"] == ("int64", [1]) and first["s"] == ("bytes", [b"\xc3\xa9"])
+    assert first["d"][1].tolist() == [0.5] and first["a"] == ("int64", [1, -2, 300])
+    assert second == {}
+    assert third["a"] == ("int64", []) and third["t"] == ("int64", [0]) and third["s"] == ("bytes", [b""])
+
+
+def test_encode_batch_of_a_sliced_batch_uses_the_right_rows():
+    schema = _schema(v=ArrayType(FloatType()))
+    batch = pa.RecordBatch.from_pylist([{"v": [float(i)] * i} for i in range(6)], schema=_columns.arrow_schema(schema))
+    decoded = [_example.decode(r) for r in _columns.encode_batch(batch.slice(2, 3), schema)]
+    assert [d["v"][1].tolist() for d in decoded] == [[2.0] * 2, [3.0] * 3, [4.0] * 4]
+
+
+def test_encode_batch_refuses_nulls_inside_arrays():
+    schema = _schema(v=ArrayType(DoubleType()))
+    batch = pa.RecordBatch.from_pylist([{"v": [1.0]}, {"v": [1.0, None]}], schema=_columns.arrow_schema(schema))
+    with pytest.raises(DataError, match=r"Column 'v' has a null element in an array \(row 1 of its batch\)"):
+        _columns.encode_batch(batch, schema)
+
+
+def test_batch_builder_converts_to_the_schema():
+    schema = _schema(i=IntegerType(), t=BooleanType(), d=DoubleType(), s=StringType(), b=BinaryType(),
+                     a=ArrayType(LongType()), f=ArrayType(FloatType()), missing=LongType())
+    examples = [{"i": ("int64", [7]), "t": ("int64", [2]), "d": ("float", np.array([0.5], np.float32)),
+                 "s": ("bytes", ["ü".encode()]), "b": ("bytes", [b"\xff"]), "a": ("int64", [1, 2]),
+                 "f": ("float", np.array([1.5], np.float32)), "extra": ("int64", [1])},
+                {"i": ("int64", []), "a": ("int64", []), "f": (None, [])}]
+    batch = _columns.BatchBuilder(schema).build(examples, "file", 0)
+    assert batch.to_pylist() == [
+        {"i": 7, "t": True, "d": 0.5, "s": "ü", "b": b"\xff", "a": [1, 2], "f": [1.5], "missing": None},
+        {"i": None, "t": None, "d": None, "s": None, "b": None, "a": [], "f": [], "missing": None}]
+    assert batch.schema == _columns.arrow_schema(schema)
+
+
+@pytest.mark.parametrize("schema, example, message", [
+    (_schema(v=LongType()), {"v": ("int64", [1, 2])},
+     r"f.tfrecord: record 3 has 2 values in feature 'v', but its column is the scalar bigint"),
+    (_schema(v=LongType()), {"v": ("float", np.ones(1, np.float32))},
+     r"record 3 has feature 'v' as an float list, but its column is bigint"),
+    (_schema(v=StringType()), {"v": ("bytes", [b"\xff"])}, r"does not fit column type string.*binary_features"),
+    (_schema(v=IntegerType()), {"v": ("int64", [2 ** 40])}, r"feature 'v' \(records 3..3\) does not fit column "
+                                                           r"type int"),
+])
+def test_batch_builder_errors_name_file_record_and_feature(schema, example, message):
+    with pytest.raises(DataError, match=message):
+        _columns.BatchBuilder(schema).build([example], "f.tfrecord", 3)
+
+
+def test_vectors_are_written_as_dense_float_lists():
+    from pyspark.ml.linalg import VectorUDT
+
+    schema = StructType([StructField("vec", VectorUDT())])
+    struct = pa.struct([("type", pa.int8()), ("size", pa.int32()), ("indices", pa.list_(pa.int32())),
+                        ("values", pa.list_(pa.float64()))])
+    arr = pa.array([{"type": 1, "size": None, "indices": None, "values": [1.0, 2.0]},
+                    {"type": 0, "size": 4, "indices": [1, 3], "values": [5.0, 6.0]}, None], struct)
+    decoded = [_example.decode(r) for r in _columns.encode_batch(pa.RecordBatch.from_arrays([arr], ["vec"]), schema)]
+    assert decoded[0]["vec"][1].tolist() == [1.0, 2.0] and decoded[1]["vec"][1].tolist() == [0, 5.0, 0, 6.0]
+    assert decoded[2] == {}
+
+
+# ----------------------------------------------------------------------------------------- files (local disk)
+
+def _write(path, records, compress=False):
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as out:
+        _tfrecord.write_records(out, records)
+
+
+def test_files_are_read_plain_or_gzip_whatever_their_name(tmp_path):
+    records = [_example.encode({"x": ("int64", [i])}) for i in range(3)]
+    _write(tmp_path / "a.tfrecord", records)
+    _write(tmp_path / "b.tfrecord", records, compress=True)  # gzip without .gz
+    for name in ("a.tfrecord", "b.tfrecord"):
+        got = [ex["x"][1][0] for _, ex, _ in _tfrecord_source.iter_examples(str(tmp_path / name), {})]
+        assert got == [0, 1, 2]
+
+
+def test_a_truncated_gzip_file_is_a_data_error(tmp_path):
+    path = tmp_path / "t.tfrecord.gz"
+    _write(path, [_example.encode({"x": ("bytes", [bytes(1000)])})] * 20, compress=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"t.tfrecord.gz \(gzip; offsets in the uncompressed data\)"):
+        list(_tfrecord_source.iter_examples(str(path), {}))
+
+
+def test_a_record_that_is_not_an_example_names_file_record_and_offset(tmp_path):
+    path = tmp_path / "bad.tfrecord"
+    first = _example.encode({"x": ("int64", [1])})
+    _write(path, [first, b"\x0b garbage"])
+    with pytest.raises(DataError, match=rf"bad.tfrecord: record 1 at byte offset {16 + len(first)}: record is not"):
+        list(_tfrecord_source.iter_examples(str(path), {}))
+
+
+def test_sample_spreads_over_files(tmp_path):
+    files = []
+    for f in range(4):
+        path = str(tmp_path / f"p{f}.tfrecord")
+        _write(path, [_example.encode({"f": ("int64", [f]), "i": ("int64", [i])}) for i in range(10)])
+        files.append(path)
+    sample = _tfrecord_source.sample_examples(files, {}, 8)
+    assert [ex["f"][1][0] for ex in sample] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len(_tfrecord_source.sample_examples(files, {}, 100)) == 40
+    with pytest.raises(DataError, match="hold no record to infer a schema from; pass a schema"):
+        _write(tmp_path / "empty.tfrecord", [])
+        _tfrecord_source.infer_schema([str(tmp_path / "empty.tfrecord")], {}, 10, ())

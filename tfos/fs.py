@@ -372,24 +372,41 @@ def upload(local_path: str, url: str, overwrite: bool = True) -> str:
             if not overwrite:
                 raise StorageError(f"{url} already exists (overwrite=False)")
         recursive = os.path.isdir(local_path)
+        parent = path.rstrip("/").rpartition("/")[0]
+        if parent and scheme(url) not in _OBJECT_STORES:
+            fs.makedirs(parent, exist_ok=True)
         try:
             fs.put(local_path.rstrip("/") + ("/" if recursive else ""), staging, recursive=recursive)
             if fs.exists(path):
                 fs.rm(path, recursive=True)
             _move(fs, staging, path, recursive and scheme(url) in _OBJECT_STORES)
         finally:
-            if fs.exists(staging):
+            # Unconditionally: an S3 server may keep emptied "directories" that exists() does not see.
+            fs.invalidate_cache()
+            with contextlib.suppress(FileNotFoundError):
                 fs.rm(staging, recursive=True)
+            fs.invalidate_cache()
     logger.info("uploaded %s to %s", local_path, url)
     return url
 
 
 def _move(filesystem, src: str, dst: str, per_object: bool) -> None:
     if not per_object:
-        filesystem.mv(src, dst)  # a rename: atomic on local disk and HDFS
+        filesystem.mv(src, dst, recursive=True)  # a rename: atomic on local disk and HDFS
         return
-    for path in filesystem.find(src):
+    moved = filesystem.find(src)
+    for path in moved:
         filesystem.mv(path, dst + path[len(src):])
+    # Some S3 servers (SeaweedFS) keep the emptied "directories" as entries; delete them too, deepest first.
+    folders = {src}
+    for path in moved:
+        folder = posixpath.dirname(path)
+        while len(folder) > len(src) and folder not in folders:
+            folders.add(folder)
+            folder = posixpath.dirname(folder)
+    for folder in sorted(folders, key=len, reverse=True):
+        with contextlib.suppress(Exception):
+            filesystem.rm_file(folder.rstrip("/") + "/")
 
 
 @contextlib.contextmanager

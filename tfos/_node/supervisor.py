@@ -27,7 +27,8 @@ from typing import Callable, Mapping
 from ..errors import NodeFailure
 from .._control.client import ClusterAborted, ControlClient
 from .._control.reservation import ABORT, STOP, NodeInfo
-from . import ERROR_FILE_ENV
+from . import ERROR_FILE_ENV, PROGRESS_FILE_ENV
+from .._progress import OutputProgress, last_segment, read_progress_file
 from .gpus import GpuClaim, claim_gpus
 from .tf_config import role_of, tf_config_json
 
@@ -63,6 +64,8 @@ class LaunchSpec:
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # may hold credentials
     gpus_per_node: int = 1  # without Spark GPU scheduling (see gpus.claim_gpus)
     gpu_lock_dir: str = ""
+    attempt: int = 0  # the cluster's restart attempt (0 first), ``ctx.attempt``
+    backup_dir: str = ""  # ``ctx.backup_dir``: stable across attempts, for Keras BackupAndRestore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,20 @@ def reserve_port(host: str) -> socket.socket:
     return sock
 
 
+def bind_feed_socket(host: str) -> socket.socket:
+    """A listening socket for the node's feed server on ``host`` (the address the node advertises), not on
+    every interface; on every interface only if ``host`` is not an address of this machine (then warns)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+    except OSError as exc:
+        logger.warning("cannot bind the feed server to %s (%s); binding it to every interface", host, exc)
+        sock.bind(("", 0))
+    sock.listen(64)  # feeding tasks may connect before main_fun runs; they wait in the backlog
+    return sock
+
+
 def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_config: str, error_file: str,
               job_name: str, task_index: int, log_dir: str | None = None) -> dict[str, str]:
     """The TF process's environment: the executor's, plus what tfos sets (see ``TFCluster.run``'s docs)."""
@@ -104,6 +121,7 @@ def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_co
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*place.sys_path, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env[ERROR_FILE_ENV] = error_file
+    env[PROGRESS_FILE_ENV] = progress_file(error_file)
     env["TFOS_WORKER_NUM"] = str(place.worker_num)
     env["TFOS_JOB_NAME"] = job_name
     env["TFOS_TASK_INDEX"] = str(task_index)
@@ -118,7 +136,12 @@ FORWARD_BUFFER = 2000
 
 class _OutputPump(threading.Thread):
     """Copies the child's output lines to this process's stderr with a ``[worker:1]`` prefix; keeps a tail
-    for failure reports and, when forwarding, the lines not yet sent to the driver."""
+    for failure reports and, when forwarding, the lines not yet sent to the driver.
+
+    Output is read as it comes, not line by line, so that a progress bar redrawn in place (Keras writes
+    ``\\r12/100 [===>...]`` without a newline until the epoch ends) still shows progress; a line is printed as
+    a terminal would show it (after its last carriage return).
+    """
 
     def __init__(self, stream, prefix: str, keep: int, forward: bool = False, sink=None) -> None:
         super().__init__(name=f"tfos-output-{prefix}", daemon=True)
@@ -129,6 +152,7 @@ class _OutputPump(threading.Thread):
         self.unsent: collections.deque[str] = collections.deque(maxlen=FORWARD_BUFFER)
         self.dropped = 0
         self.sink = sink or sys.stderr
+        self.progress = OutputProgress()
 
     def drain(self) -> dict:
         """The lines for the driver since the last call (``{}`` when there are none)."""
@@ -139,19 +163,36 @@ class _OutputPump(threading.Thread):
         return {"lines": lines, "dropped": dropped} if lines or dropped else {}
 
     def run(self) -> None:
-        for raw in iter(self.stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip("\n")
-            self.tail.append(line)
-            if self.forward:
-                if len(self.unsent) == FORWARD_BUFFER:
-                    self.dropped += 1
-                self.unsent.append(line)
-            try:
-                self.sink.write(f"[{self.prefix}] {line}\n")
-                self.sink.flush()
-            except (OSError, ValueError):
-                pass
+        pending = b""
+        read = getattr(self.stream, "read1", self.stream.read)
+        while True:
+            chunk = read(65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                self._line(raw.decode(errors="replace"))
+            if b"\r" in pending:  # a line redrawn in place: only its last version matters
+                pending = pending[pending.rindex(b"\r"):]
+            if pending:
+                self.progress.saw(pending.decode(errors="replace"), complete=False)
+        if pending:
+            self._line(pending.decode(errors="replace"))
         self.stream.close()
+
+    def _line(self, raw: str) -> None:
+        self.progress.saw(raw, complete=True)
+        line = last_segment(raw) if "\r" in raw or "\b" in raw else raw.rstrip("\n")
+        self.tail.append(line)
+        if self.forward:
+            if len(self.unsent) == FORWARD_BUFFER:
+                self.dropped += 1
+            self.unsent.append(line)
+        try:
+            self.sink.write(f"[{self.prefix}] {line}\n")
+            self.sink.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _stop_process_group(proc: subprocess.Popen, grace: float) -> None:
@@ -193,6 +234,11 @@ def start_tensorboard(log_dir: str, host: str) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def progress_file(error_file: str) -> str:
+    """Where the TF process writes ``ctx.report_progress`` (beside its error file)."""
+    return os.path.join(os.path.dirname(error_file), "progress.json")
+
+
 def _read_error_file(path: str) -> dict:
     try:
         with open(path) as f:
@@ -218,8 +264,7 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
     port = sock.getsockname()[1]
     feed_sock = None
     if spec.input_mode == SPARK_MODE and job_name not in ("ps", "evaluator"):
-        feed_sock = reserve_port(place.host)
-        feed_sock.listen(64)  # feeding tasks may connect before main_fun runs; they wait in the backlog
+        feed_sock = bind_feed_socket(place.host)
     info = NodeInfo(place.worker_num, place.host, port, place.executor_id, os.getpid(), place.attempt,
                     feed_sock.getsockname()[1] if feed_sock else 0)
     client = client_factory(spec.control_address, spec.secret)
@@ -298,6 +343,7 @@ def _run_child(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
         "cluster_spec": cluster_spec, "defaultFS": spec.default_fs, "working_dir": spec.working_dir,
         "log_dir": log_dir, "host": place.host, "port": int(cluster_address_port(cluster_spec, job_name, task_index)),
         "spark_executor_id": place.executor_id, "input_mode": spec.input_mode,
+        "attempt": spec.attempt, "backup_dir": spec.backup_dir,
     }
     payload = {
         "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "ctx": ctx_fields,
@@ -322,7 +368,8 @@ def _run_child(spec, place, client, sock, feed_sock, cluster_spec, job_name, tas
     if on_started is not None:
         on_started({"worker_num": place.worker_num, "role": summary["role"], "pid": proc.pid})
     try:
-        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid, pump)
+        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid, pump,
+                                  progress_file(error_file))
     finally:
         if proc.poll() is None:
             _stop_process_group(proc, spec.stop_grace_secs)
@@ -396,8 +443,14 @@ def _alive(pid: int) -> bool:
 
 
 def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec, progress: dict,
-           watch_pid: int | None = None, pump: _OutputPump | None = None) -> tuple[str | None, str]:
-    """Waits for the child, heartbeating; returns ``(None, "")`` when it ended by itself, else the command."""
+           watch_pid: int | None = None, pump: _OutputPump | None = None, reported: str | None = None
+           ) -> tuple[str | None, str]:
+    """Waits for the child, heartbeating; returns ``(None, "")`` when it ended by itself, else the command.
+
+    Each heartbeat carries the node's progress: ``progress`` (TensorBoard's port), what the output showed
+    (activity, last line, Keras epoch/step), what ``ctx.report_progress`` wrote to ``reported``, and the output
+    lines not yet forwarded.
+    """
     next_beat = 0.0
     while True:
         try:
@@ -407,7 +460,9 @@ def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec:
             pass
         now = time.monotonic()
         if now >= next_beat:
-            command, reason = client.heartbeat(worker_num, {**progress, **(pump.drain() if pump else {})})
+            seen = pump.progress.snapshot() if pump else {}
+            beat = {**progress, **seen, **read_progress_file(reported), **(pump.drain() if pump else {})}
+            command, reason = client.heartbeat(worker_num, beat)
             next_beat = now + spec.heartbeat_interval
             if watch_pid and not _alive(watch_pid):
                 _stop_process_group(proc, min(spec.stop_grace_secs, 3))

@@ -1,8 +1,9 @@
 """The feed channel's wire format: authenticated TCP carrying framed batches.
 
 Connection: the server sends a 32-byte random challenge; the client answers with
-HMAC-SHA256(cluster secret, challenge); the server closes the connection on a wrong answer before reading
-anything else. Then both sides exchange frames: ``kind`` (1 byte), ``length`` (8 bytes, big-endian), payload.
+HMAC-SHA256(cluster secret, challenge); the server closes the connection on a wrong answer, or when no answer
+came within :data:`HANDSHAKE_TIMEOUT` seconds, before reading anything else. The secret itself never crosses
+the wire. The channel is authenticated, not encrypted: rows travel in clear (see docs/security.md). Then both sides exchange frames: ``kind`` (1 byte), ``length`` (8 bytes, big-endian), payload.
 
 Client -> server: HELLO (JSON), ARROW (an Arrow IPC stream holding one record batch), ROWS (a pickled list of
 rows), END (no more rows on this connection). Server -> client: ACK (JSON), STOP (the node stopped taking
@@ -27,6 +28,8 @@ _HEADER = struct.Struct(">cQ")
 _CHALLENGE_BYTES = 32
 # A frame larger than this is refused as corrupt rather than allocated.
 MAX_FRAME = 1 << 34
+# Seconds a new connection has to answer the challenge; a silent or slow client is dropped after that.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class ChannelClosed(ConnectionError):
@@ -70,13 +73,24 @@ def _answer(secret: str, challenge: bytes) -> bytes:
     return hmac.new(secret.encode(), b"tfos-feed" + challenge, hashlib.sha256).digest()
 
 
-def server_handshake(sock: socket.socket, secret: str) -> None:
-    """Challenges a new client. Raises AuthenticationError (and the caller closes) on a wrong answer."""
+def server_handshake(sock: socket.socket, secret: str, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """Challenges a new client; returns with the socket blocking again once it proved it holds the secret.
+
+    Raises:
+        AuthenticationError: a wrong, short or late answer (the caller closes the connection).
+    """
     challenge = os.urandom(_CHALLENGE_BYTES)
-    sock.sendall(challenge)
-    answer = bytes(recv_exact(sock, hashlib.sha256().digest_size))
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(challenge)
+        answer = bytes(recv_exact(sock, hashlib.sha256().digest_size))
+    except socket.timeout:
+        raise AuthenticationError(f"feed client did not answer the challenge within {timeout:.0f}s") from None
+    except ChannelClosed:
+        raise AuthenticationError("feed client closed the connection before answering the challenge") from None
     if not hmac.compare_digest(answer, _answer(secret, challenge)):
         raise AuthenticationError("feed client did not prove it holds the cluster secret")
+    sock.settimeout(None)
 
 
 def client_handshake(sock: socket.socket, secret: str) -> None:

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 # How long blocking queue operations wait before re-checking for terminate/end of feed.
 POLL = 0.05
+# Connections that may be answering the challenge at once; more are closed unread (see protocol.HANDSHAKE_TIMEOUT).
+MAX_PENDING_HANDSHAKES = 64
 
 
 class Chunk:
@@ -64,25 +66,44 @@ class FeedServer:
         self._results: list = []  # chunks of results: lists, or numpy arrays (one row per result)
         self._result_rows = 0
         self._results_ready = threading.Condition()
-        self.rejected = 0
+        self.rejected = 0  # connections refused: wrong, late or no answer to the challenge, or a flood
+        self._handshakes = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
 
     def start(self) -> None:
         self._sock.listen(64)
         threading.Thread(target=self._accept_loop, name="tfos-feed-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
+        """Hands each connection to its own thread at once: a silent client never holds up the next one."""
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, peer = self._sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), name="tfos-feed-conn", daemon=True).start()
+            if not self._handshakes.acquire(blocking=False):
+                # Too many connections still owe their challenge answer: a flood, not Spark tasks.
+                self.rejected += 1
+                logger.warning("refused a feed connection from %s: %d others have not authenticated yet",
+                               peer, MAX_PENDING_HANDSHAKES)
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn, peer), name="tfos-feed-conn", daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _authenticate(self, conn: socket.socket, peer) -> bool:
         try:
-            conn.settimeout(30)
             p.server_handshake(conn, self._secret)
-            conn.settimeout(None)
+            return True
+        except (AuthenticationError, OSError) as exc:
+            self.rejected += 1
+            logger.warning("refused a feed connection from %s: %s", peer, exc)
+            return False
+        finally:
+            self._handshakes.release()
+
+    def _serve(self, conn: socket.socket, peer=None) -> None:
+        try:
+            if not self._authenticate(conn, peer):
+                return
             kind, payload = p.recv_frame(conn)
             hello = json.loads(payload) if kind == p.HELLO else {}
             mode = hello.get("kind")
@@ -94,9 +115,6 @@ class FeedServer:
             elif mode == "end_feed":
                 self.done.set()
                 p.send_json(conn, p.ACK, {})
-        except AuthenticationError:
-            self.rejected += 1
-            logger.warning("refused a feed connection without the cluster secret")
         except (p.ChannelClosed, OSError) as exc:
             logger.debug("feed connection closed: %s", exc)
         except Exception as exc:  # noqa: BLE001 - report to the feeding task instead of dying silently

@@ -82,8 +82,13 @@ def read_records(src: BinaryIO, name: str, check_data: bool = True) -> Iterator[
         offset += _HEADER.size + length + _FOOTER.size
 
 
-def check_file(path: str, check_data: bool = True) -> int:
+def check_file(path: str, check_data: bool = True, name: str | None = None) -> int:
     """Walks a local TFRecord file's records in place (memory-mapped) and returns their number.
+
+    Args:
+        path: the local file.
+        check_data: also check each record's data CRC.
+        name: how errors name the file (default ``path``; e.g. the remote URL it was downloaded from).
 
     Raises:
         DataError: the first truncated or corrupted record, with the file and its byte offset.
@@ -93,7 +98,7 @@ def check_file(path: str, check_data: bool = True) -> int:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         view = memoryview(mapped)
         try:
-            return _walk(view, path, check_data)
+            return _walk(view, name or path, check_data)
         finally:
             view.release()
 

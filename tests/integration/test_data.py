@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 
 import pytest
 
@@ -73,8 +74,16 @@ def test_corrupt_file_named_with_offset(tf, tmp_path, s3_env):
     bucket = s3_env.make_bucket("data-bad")
     fs.upload(str(tmp_path / "bad"), f"{bucket}/bad")
     for source in (str(tmp_path / "bad"), f"{bucket}/bad"):
+        # verify=True: checked before TensorFlow reads the file.
         with pytest.raises(Exception, match=r"part-001\.tfrecord: corrupted record .* at byte offset \d+"):
+            _records(data.tfrecord_dataset(source, shard=False, verify=True))
+        # Default: TensorFlow finds the damage and names no file; describe_failure (used by the TF child's error
+        # report) finds it.
+        with pytest.raises(Exception, match=r"corrupted record at \d+") as caught:
             _records(data.tfrecord_dataset(source, shard=False))
+        assert re.match(r".*part-001\.tfrecord: corrupted record .* at byte offset \d+",
+                        data.describe_failure(caught.value))
+    assert data.describe_failure(ValueError("something else")) is None
 
 
 def test_missing_paths_and_buckets(s3_env, tmp_path):

@@ -49,8 +49,17 @@ def write_error(path: str | None, exc: BaseException) -> None:
     """Records the exception for the supervisor (torchelastic's error-file idea)."""
     if not path:
         return
+    message = f"{type(exc).__name__}: {exc}"
+    data = sys.modules.get("tfos.data")  # loaded if main_fun read TFRecords through it
+    if data is not None:
+        try:
+            found = data.describe_failure(exc)
+        except Exception:  # noqa: BLE001 - the original error must still be reported
+            found = None
+        if found:
+            message += f"\n[tfos.data] {found}"
     record = {
-        "message": f"{type(exc).__name__}: {exc}",
+        "message": message,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         "time": time.time(),
         "host": socket.gethostname(),

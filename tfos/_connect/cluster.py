@@ -1,0 +1,341 @@
+"""The client API under Spark Connect: ``TFCluster.run(spark, ...)`` returns a :class:`ConnectCluster`.
+
+It behaves like :class:`tfos.cluster.TFCluster` where Connect allows it. What differs, because the client
+cannot be reached from the executors and has no SparkContext:
+
+- node 0 hosts the control server (see :mod:`tfos._connect.control`); the client learns the outcome from the
+  rows of the node stage (InputMode.TENSORFLOW) or from a one-task job that asks node 0 (InputMode.SPARK);
+- with InputMode.TENSORFLOW, ``run()`` returns once the node stage is submitted: startup failures, like
+  training failures, are raised by ``shutdown()``, and ``cluster_info`` is filled in then; service nodes (ps,
+  evaluator) stop as soon as the training nodes are done;
+- the nodes' output is not streamed to the client (it stays in the executors' stderr); a failure still comes
+  back with its traceback and the last lines of its output;
+- ``train`` and ``inference`` take DataFrames only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import time
+from typing import Any, Callable, Sequence
+
+from .._node.supervisor import SPARK_MODE, LaunchSpec
+from .._node.tf_config import make_template
+from ..config import Settings, from_env
+from ..errors import ClusterFailedError, ConfigError, NodeFailure, ShutdownTimeoutError
+from ..fs import s3a_env
+from . import session as connect
+from .control import ConnectSpec, failures_of
+from .stage import FINISH_SCHEMA, NODE_SCHEMA, FinishSpec, finish_batches, node_batches
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """The parts of the run configuration that ``tfos._feed.driver`` reads (``settings``, ``spec.secret``)."""
+
+    settings: Settings
+    spec: LaunchSpec
+
+
+class ConnectCluster:
+    """A TF cluster started from a Spark Connect session; TFCluster's attribute names are kept.
+
+    Attributes:
+        spark: the Connect SparkSession (``sc`` is None: Connect has no SparkContext).
+        cluster_info: one dict per node; under InputMode.TENSORFLOW known only after ``shutdown()``.
+        cluster_meta: ``id``, ``cluster_template``, ``num_executors``, ``default_fs``, ``working_dir``,
+            ``server_addr`` (node 0's control server, once known).
+    """
+
+    def __init__(self, spark, config: _Config, num_executors: int, job) -> None:
+        self.spark = spark
+        self.sc = None
+        self._config = config
+        self._job = job
+        self._closed = False
+        self._failures: list[NodeFailure] = []
+        self.num_executors = num_executors
+        self.cluster_id = config.spec.cluster_id
+        self.input_mode = config.spec.input_mode
+        self.defaultFS = config.spec.default_fs
+        self.working_dir = config.spec.working_dir
+        self.queues = ["input", "output", "error"]
+        self.cluster_info: list[dict] = []
+        self.control_address = ""
+        self.cluster_meta = {
+            "id": self.cluster_id, "cluster_template": config.spec.template, "num_executors": num_executors,
+            "default_fs": self.defaultFS, "working_dir": self.working_dir, "server_addr": "",
+            "release_port": config.spec.release_port,
+        }
+
+    # ----- public API ------------------------------------------------------------------------------------
+    def shutdown(self, ssc: Any = None, grace_secs: float = 0, timeout: float = 259200) -> None:
+        """Waits for the TF cluster to finish and frees the executors; see ``TFCluster.shutdown``.
+
+        Args:
+            ssc: must be None.
+            grace_secs: seconds between the end of training and stopping the service nodes (InputMode.SPARK;
+                under InputMode.TENSORFLOW node 0 stops them as soon as training is done).
+            timeout: seconds to wait for training to end; -1 or None waits forever.
+
+        Raises:
+            ClusterFailedError: a node failed; the message starts with the root cause and its traceback.
+            ShutdownTimeoutError: training did not end within ``timeout``; every node was stopped.
+        """
+        if ssc is not None:
+            raise ConfigError("shutdown(ssc=...) needs Spark Streaming DStreams, which Spark 4 removed.")
+        if self._closed:
+            if self._failures:
+                raise ClusterFailedError(self._failures, "The TF cluster failed.")
+            return
+        limit = None if timeout is None or timeout < 0 else float(timeout)
+        try:
+            if self.input_mode == SPARK_MODE:
+                self._shutdown_fed(float(grace_secs), limit)
+            else:
+                self._shutdown_tf(limit)
+        finally:
+            self._closed = True
+        logger.info("TF cluster %s finished", self.cluster_id)
+
+    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input") -> None:
+        """Feeds a DataFrame to the training nodes ``num_epochs`` times; see ``TFCluster.train``.
+
+        Raises:
+            ConfigError: not a DataFrame (Connect has no RDDs), or the cluster is not in InputMode.SPARK.
+            ClusterFailedError: a node failed while being fed.
+            FeedError: feeding failed for another reason.
+        """
+        from .._feed import driver as feed_driver
+
+        self._require_spark_mode("train")
+        connect.require_dataframe(dataRDD, "train")
+        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout))
+
+    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input", schema: Any = None):
+        """Scores a DataFrame on the nodes; returns a DataFrame of results (lazy); see ``TFCluster.inference``.
+
+        Raises:
+            ConfigError: not a DataFrame, no ``schema``, or the cluster is not in InputMode.SPARK.
+        """
+        from .._feed import driver as feed_driver
+
+        self._require_spark_mode("inference")
+        connect.require_dataframe(dataRDD, "inference")
+        if isinstance(schema, str):
+            schema = self.spark.createDataFrame([], schema).schema  # parsed by the server: no JVM here
+        return feed_driver.inference(self, dataRDD, float(feed_timeout), schema)
+
+    def tensorboard_url(self) -> str | None:
+        """The TensorBoard URL, if node 0 knew it when the client last heard from it."""
+        for node in self.cluster_info:
+            if node.get("tb_port"):
+                return f"http://{node['host']}:{node['tb_port']}"
+        return None
+
+    # ----- used by tfos._feed.driver ---------------------------------------------------------------------
+    def _feed_addresses(self) -> list[str]:
+        return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
+
+    def _run_feed_job(self, action: Callable[[], list], description: str) -> list:
+        """Runs a job that talks to the nodes; if it fails, asks node 0 whether a node failed first."""
+        job = connect.background_job(self.spark, action, f"tfos-feed-{secrets.token_hex(4)}", description)
+        job.start()
+        try:
+            while not job.join(1.0):
+                pass
+        except BaseException:
+            job.cancel()
+            job.join(30)
+            self._finish("abort", reason="the client stopped while feeding")
+            raise
+        if job.error is None:
+            return job.results or []
+        result = self._finish("state")
+        if result["state"]["phase"] == "failed":
+            raise self._cluster_failed(result["state"], f"A TF node failed during '{description}'.")
+        from .._feed.client import FeedError
+
+        raise FeedError(f"'{description}' failed: {job.error_text()}") from job.error
+
+    # ----- internals -------------------------------------------------------------------------------------
+    def _require_spark_mode(self, what: str) -> None:
+        if self.input_mode != SPARK_MODE:
+            raise ConfigError(f"TFCluster.{what}() needs a cluster started with input_mode=InputMode.SPARK")
+        if self._closed:
+            raise ConfigError(f"TFCluster.{what}() called after shutdown()")
+
+    def _stop_wait(self) -> float:
+        settings = self._config.settings
+        return settings.stop_grace_secs + 3 * settings.heartbeat_interval + 10
+
+    def _await_start(self, timeout: float) -> None:
+        """InputMode.SPARK: waits for the node stage (it ends once every node's TF process runs)."""
+        if not self._job.join(timeout):
+            self._job.cancel()
+            self._job.join(30)
+            self._closed = True
+            raise ClusterFailedError([NodeFailure(-1, "spark job", time=time.time(), message=(
+                f"the node stage did not end within {timeout:.0f}s; it was interrupted. "
+                f"({connect.executor_summary(self.spark)})"))], "The TF cluster did not start.")
+        rows = self._rows("The TF cluster failed while starting.")
+        state = rows[0].get("state") or {}
+        self.control_address = rows[0].get("control", "")
+        self.cluster_meta["server_addr"] = self.control_address
+        self.cluster_info = state.get("nodes", [])
+        if state.get("phase") == "failed" or any(r.get("outcome") != "started" for r in rows):
+            if self.control_address:
+                state = self._finish("state")["state"]
+            self._closed = True
+            raise self._cluster_failed(state, "The TF cluster failed while starting.")
+        for node in self.cluster_info:
+            logger.info("TF node %(worker_num)s: %(job_name)s:%(task_index)s at %(addr)s "
+                        "(Spark executor %(spark_executor_id)s)", node)
+
+    def _rows(self, context: str) -> list[dict]:
+        """The node stage's rows by worker_num; a failed stage becomes a ClusterFailedError."""
+        if self._job.error is not None:
+            self._closed = True
+            text = self._job.error_text()
+            self._failures = [NodeFailure(-1, "spark job", time=time.time(), message=(
+                f"the Spark stage running the TF nodes failed: {text}\nUnder Spark Connect node 0 (worker_num 0, "
+                "the first task of the stage) hosts the TF cluster's control server: when its task or executor "
+                "is lost, the stage fails and the other nodes stop once they lose the control server. See the "
+                "failed task's executor log."))]
+            raise ClusterFailedError(self._failures, context) from self._job.error
+        rows = sorted((json.loads(r.summary) for r in self._job.results or []), key=lambda r: r["worker_num"])
+        if not rows or rows[0]["worker_num"] != 0:
+            raise ClusterFailedError([NodeFailure(-1, "spark job", time=time.time(),
+                                                  message=f"the node stage returned no row for node 0: {rows}")],
+                                     context)
+        return rows
+
+    def _cluster_failed(self, state: dict, context: str) -> ClusterFailedError:
+        self._failures = failures_of(state) or [NodeFailure(-1, "spark job", time=time.time(), message=(
+            f"the TF cluster ended in phase {state.get('phase')!r} without a recorded failure"))]
+        self._closed = True
+        return ClusterFailedError(self._failures, context)
+
+    def _shutdown_tf(self, limit: float | None) -> None:
+        if not self._job.join(limit if limit is not None else 1e9):
+            self._job.cancel()
+            self._job.join(60)
+            raise ShutdownTimeoutError(
+                f"The TF cluster did not finish within timeout={limit:.0f}s; its Spark job was interrupted, which "
+                "stops every node. Raise shutdown(timeout=...) if training needs longer; if it should have ended, "
+                "main_fun is probably stuck (e.g. unequal steps per worker under MultiWorkerMirroredStrategy).")
+        rows = self._rows("The TF cluster failed.")
+        state = rows[0].get("state") or {}
+        self.cluster_info = state.get("nodes", [])
+        if state.get("phase") != "done":
+            raise self._cluster_failed(state, "The TF cluster failed.")
+
+    def _shutdown_fed(self, grace_secs: float, limit: float | None) -> None:
+        from .._feed.client import FeedError
+
+        feed = self._feed_addresses()
+        try:
+            result = self._finish("shutdown", feed_addresses=feed, timeout=limit, grace_secs=grace_secs)
+        except FeedError as exc:
+            raise ClusterFailedError([NodeFailure(-1, "spark job", time=time.time(), message=str(exc))],
+                                     "The TF cluster's final state could not be read.") from exc
+        state = result["state"]
+        if result["timed_out"]:
+            raise ShutdownTimeoutError(
+                f"The TF cluster did not finish within timeout={limit:.0f}s; all nodes were stopped. Raise "
+                "shutdown(timeout=...) if training needs longer; if it should have ended, main_fun is probably "
+                "stuck (e.g. unequal steps per worker under MultiWorkerMirroredStrategy).")
+        if state["phase"] == "failed":
+            raise self._cluster_failed(state, "The TF cluster failed.")
+
+    def _finish(self, mode: str, **fields) -> dict:
+        """Runs the one-task finish job against node 0 (see ``stage.FinishSpec``); returns its result."""
+        from .._feed.client import FeedError
+        from .._spark import bind
+
+        spec = FinishSpec(self.control_address, self._config.spec.secret, mode, stop_wait=self._stop_wait(), **fields)
+        fn = bind(finish_batches, spec)
+        job = connect.background_job(self.spark, lambda: self.spark.range(0, 1, 1, 1).mapInArrow(
+            fn, FINISH_SCHEMA).collect(), f"tfos-finish-{secrets.token_hex(4)}", f"tfos: {mode}")
+        job.start()
+        wait = (spec.timeout or 0) + spec.grace_secs + 2 * spec.stop_wait + 120 if spec.timeout is not None else None
+        if not job.join(wait if wait is not None else 1e9):
+            job.cancel()
+            job.join(30)
+            raise FeedError(f"asking node 0 ({self.control_address}) for the cluster's state ({mode}) took longer "
+                            f"than {wait:.0f}s")
+        if job.error is not None:
+            raise FeedError(f"asking node 0 ({self.control_address}) for the cluster's state ({mode}) failed: "
+                            f"{job.error_text()}") from job.error
+        return json.loads(job.results[0].summary)
+
+
+def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: int, num_ps: int = 0,
+        tensorboard: bool = False, input_mode: int = 0, log_dir: str | None = None, driver_ps_nodes: bool = False,
+        master_node: str | None = None, reservation_timeout: float = 600,
+        queues: Sequence[str] = ("input", "output", "error"), eval_node: bool = False, release_port: bool = True,
+        **settings: Any) -> ConnectCluster:
+    """``TFCluster.run`` for a Spark Connect session; same arguments, see :mod:`tfos._connect.cluster`."""
+    import cloudpickle
+
+    if not callable(map_fun):
+        raise ConfigError(f"map_fun must be callable, got {type(map_fun).__name__}")
+    if input_mode not in (0, SPARK_MODE):
+        raise ConfigError(f"input_mode must be InputMode.TENSORFLOW or InputMode.SPARK, got {input_mode!r}")
+    if not isinstance(num_executors, int) or isinstance(num_executors, bool):
+        raise ConfigError(f"num_executors must be an int, got {num_executors!r}")
+    template = make_template(num_executors, num_ps, master_node, eval_node)
+    if driver_ps_nodes:
+        raise ConfigError("driver_ps_nodes=True is not supported with a Spark Connect session: the client is not "
+                          "part of the Spark cluster (its address may not be reachable from the executors). "
+                          "Run the ps nodes on executors (driver_ps_nodes=False).")
+    if settings.get("gpus_per_node") is None:
+        value = tf_args.get("num_gpus") if isinstance(tf_args, dict) else getattr(tf_args, "num_gpus", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            settings["gpus_per_node"] = value
+    config = from_env(reservation_timeout=float(reservation_timeout), **settings)
+    fn_bytes = _pickle(cloudpickle, map_fun, "main_fun", " It must not capture the SparkSession, open files, locks "
+                       "or sockets. Define it at module level and pass what it needs through args.")
+    args_bytes = _pickle(cloudpickle, tf_args, "tf_args", "")
+    connect.check_placement(spark, num_executors, config.slot_wait_timeout)
+    spec = LaunchSpec(
+        cluster_id=secrets.token_hex(8), control_address="", secret=secrets.token_hex(32), template=template,
+        fn=fn_bytes, args=args_bytes, default_fs=connect.default_fs(spark), working_dir=os.getcwd(),
+        log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
+        legacy_keras=config.legacy_keras, heartbeat_interval=config.heartbeat_interval,
+        reservation_timeout=config.reservation_timeout, stop_grace_secs=config.stop_grace_secs,
+        log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
+        gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
+    )
+    cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout)
+    logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
+                num_executors, template, config)
+    from .._spark import bind
+
+    fn = bind(node_batches, cspec)
+    job = connect.background_job(
+        spark, lambda: spark.range(0, num_executors, 1, num_executors).mapInArrow(fn, NODE_SCHEMA, barrier=True
+                                                                                  ).collect(),
+        f"tfos-{spec.cluster_id}", f"tfos: {num_executors} TF nodes")
+    cluster = ConnectCluster(spark, _Config(config, spec), num_executors, job)
+    cluster.queues = list(queues)
+    job.start()
+    if input_mode == SPARK_MODE:
+        cluster._await_start(config.reservation_timeout + 120)
+    return cluster
+
+
+def _pickle(cloudpickle, obj: Any, what: str, hint: str) -> bytes:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as exc:
+        raise ConfigError(f"{what} cannot be pickled ({type(exc).__name__}: {exc}).{hint}") from exc
+
+
+__all__ = ["ConnectCluster", "run"]

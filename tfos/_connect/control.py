@@ -1,0 +1,312 @@
+"""The control server that node 0 hosts under Spark Connect, and the client of its state service.
+
+In classic mode the driver serves the control plane. Under Spark Connect the client may be unreachable from
+the executors, so node 0 (worker_num 0) serves it instead: the same :class:`Reservation` state machine and the
+same ``tfos.Control`` gRPC service (so every node's supervisor runs unchanged), with the driver's watch duties
+(lost nodes, reservation timeout, stopping service nodes once training is done) done here. A second service,
+``tfos.ConnectState``, lets a Spark task read the state (phase, failures, node table) and stop, abort or close
+the host.
+
+With InputMode.TENSORFLOW the host runs in node 0's task; with InputMode.SPARK it runs detached
+(``python -m tfos._connect.control``) so that it outlives the node stage, like the nodes' supervisors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+from .._control.reservation import Phase, Reservation
+from .._control.server import METHODS, SERVICE, ControlServicer, _SecretInterceptor, decode, encode
+from .._node.supervisor import LaunchSpec
+from ..errors import ControlPlaneError, NodeFailure
+
+logger = logging.getLogger(__name__)
+
+STATE_SERVICE = "tfos.ConnectState"
+STATE_METHODS = ("State", "Stop", "Abort", "Close")
+# A detached host whose cluster ended waits this long for a final State/Close call before it exits.
+CLOSE_LINGER_SECS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectSpec:
+    """What the Connect node stage needs beyond a node's :class:`LaunchSpec`."""
+
+    launch: LaunchSpec
+    node_lost_timeout: float = 30.0
+
+
+def state_of(reservation: Reservation) -> dict:
+    """The cluster's state as plain JSON data (call under the control lock)."""
+    return {
+        "phase": reservation.phase.value,
+        "failures": [dataclasses.asdict(f) for f in reservation.failures],
+        "nodes": reservation.node_table(),
+        "missing": reservation.missing(),
+        "training_done": reservation.training_done(),
+        "all_exited": reservation.all_exited(),
+        "abort_reason": reservation.abort_reason,
+    }
+
+
+def failures_of(state: dict) -> list[NodeFailure]:
+    return [NodeFailure(**f) for f in state.get("failures", [])]
+
+
+class ControlHost:
+    """Node 0's control server: :class:`Reservation` + the ``tfos.Control`` service + a watch thread.
+
+    Args:
+        spec: the cluster's spec (template, secret, timeouts).
+        host: the address to bind and advertise (node 0's executor address).
+    """
+
+    def __init__(self, spec: ConnectSpec, host: str) -> None:
+        launch = spec.launch
+        self.spec = spec
+        self.servicer = ControlServicer(Reservation(launch.template, node_lost_timeout=spec.node_lost_timeout))
+        self.closed = threading.Event()
+        self._stopped = threading.Event()
+        self._started = time.monotonic()
+        self._failed_at: float | None = None
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max(16, 2 * len(self.reservation.expected) + 4),
+                                       thread_name_prefix="tfos-connect-control"),
+            interceptors=[_SecretInterceptor(launch.secret)], options=[("grpc.so_reuseport", 0)],
+        )
+        self._server.add_generic_rpc_handlers((
+            _handlers(SERVICE, self.servicer, METHODS),
+            _handlers(STATE_SERVICE, self, STATE_METHODS),
+        ))
+        bind_host = f"[{host}]" if ":" in host else host
+        port = self._server.add_insecure_port(f"{bind_host}:0")
+        if not port:
+            raise OSError(f"could not bind the tfos control server to {host} on node 0")
+        self.address = f"{bind_host}:{port}"
+
+    @property
+    def reservation(self) -> Reservation:
+        return self.servicer.reservation
+
+    @property
+    def changed(self) -> threading.Condition:
+        return self.servicer.changed
+
+    def start(self) -> str:
+        self._server.start()
+        threading.Thread(target=self._watch, name="tfos-connect-watch", daemon=True).start()
+        logger.info("tfos control server of cluster %s on node 0 at %s", self.spec.launch.cluster_id, self.address)
+        return self.address
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._server.stop(1.0).wait(2.0)
+
+    # ----- the state service -----------------------------------------------------------------------------
+    def State(self, request, context):
+        with self.changed:
+            return state_of(self.reservation)
+
+    def Stop(self, request, context):
+        with self.changed:
+            self.reservation.request_stop()
+            self.changed.notify_all()
+            return state_of(self.reservation)
+
+    def Abort(self, request, context):
+        with self.changed:
+            if not self.reservation.finished():
+                self.reservation.abort(NodeFailure(-1, request.get("who") or "client", time=time.time(),
+                                                   message=request.get("reason") or "stopped by the client"))
+            self.changed.notify_all()
+            return state_of(self.reservation)
+
+    def Close(self, request, context):
+        self.closed.set()
+        with self.changed:
+            self.changed.notify_all()
+            return state_of(self.reservation)
+
+    # ----- the driver's watch duties ---------------------------------------------------------------------
+    def _watch(self) -> None:
+        launch = self.spec.launch
+        while not self._stopped.wait(launch.heartbeat_interval):
+            with self.changed:
+                self._check(launch)
+                self.changed.notify_all()
+
+    def _check(self, launch: LaunchSpec) -> None:
+        state = self.reservation
+        state.check_lost()
+        if state.phase is Phase.RESERVING and time.monotonic() - self._started > launch.reservation_timeout:
+            state.abort(NodeFailure(-1, "reservation", time=time.time(), message=(
+                f"nodes {state.missing()} did not register with node 0's control server at {self.address} within "
+                f"{launch.reservation_timeout:.0f}s (reservation_timeout). Likely causes: the executors cannot reach "
+                "each other, or their node tasks were slow to start.")))
+        if state.phase is Phase.RUNNING and state.training_done():
+            state.request_stop()  # no driver to ask: service nodes (ps, evaluator) stop once training is done
+        if state.phase is Phase.FAILED and self._failed_at is None:
+            self._failed_at = time.monotonic()
+
+    def ended(self) -> bool:
+        """The cluster is over: done, or failed and every node exited (or had its time to stop)."""
+        state = self.reservation
+        if state.phase is Phase.DONE:
+            return True
+        if state.phase is not Phase.FAILED:
+            return False
+        launch = self.spec.launch
+        grace = launch.stop_grace_secs + 3 * launch.heartbeat_interval + 5
+        return state.all_exited() or (self._failed_at is not None and time.monotonic() - self._failed_at > grace)
+
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Waits until :meth:`ended` (or the host was closed); False after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.changed:
+            while not (self.ended() or self.closed.is_set()):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.changed.wait(1.0 if left is None else min(1.0, left))
+        return True
+
+    def state(self) -> dict:
+        with self.changed:
+            return state_of(self.reservation)
+
+
+def _handlers(service: str, target, names) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(service, {
+        name: grpc.unary_unary_rpc_method_handler(getattr(target, name), request_deserializer=decode,
+                                                  response_serializer=encode)
+        for name in names
+    })
+
+
+class StateClient:
+    """Calls node 0's ``tfos.ConnectState`` service from a Spark task.
+
+    Args:
+        address: node 0's control address.
+        secret: the cluster's secret.
+        unavailable_timeout: how long to retry while node 0 cannot be reached.
+    """
+
+    def __init__(self, address: str, secret: str, unavailable_timeout: float = 30.0) -> None:
+        self.address = address
+        self.unavailable_timeout = unavailable_timeout
+        self._channel = grpc.insecure_channel(address)
+        self._metadata = (("authorization", f"Bearer {secret}"),)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "StateClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, name: str, request: dict | None = None) -> dict:
+        """Calls ``name`` (``State``, ``Stop``, ``Abort``, ``Close``); returns the cluster state."""
+        method = self._channel.unary_unary(f"/{STATE_SERVICE}/{name}", request_serializer=encode,
+                                           response_deserializer=decode)
+        give_up, delay = time.monotonic() + self.unavailable_timeout, 0.1
+        while True:
+            try:
+                return method(request or {}, timeout=10.0, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                retry = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if not retry or time.monotonic() + delay > give_up:
+                    details = exc.details() if hasattr(exc, "details") else str(exc)
+                    raise ControlPlaneError(
+                        f"node 0's control server at {self.address} did not answer {name}: {code} {details}. "
+                        "Under Spark Connect node 0 hosts the TF cluster's control server; it is gone when node 0's "
+                        "executor was lost or the cluster ended more than a minute ago.") from None
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+
+def launch_detached_host(spec: ConnectSpec, host: str, watch_pid: int | None, timeout: float = 60.0) -> str:
+    """Starts ``python -m tfos._connect.control`` in its own session; returns its control address."""
+    import select
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "tfos._connect.control"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, start_new_session=True)
+    proc.stdin.write(pickle.dumps((spec, host, watch_pid)))
+    proc.stdin.close()
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        proc.kill()
+        raise TimeoutError(f"node 0's detached control server did not start within {timeout:.0f}s")
+    line = proc.stdout.readline().decode()
+    proc.stdout.close()
+    word, _, address = line.strip().partition(" ")
+    if word != "READY":
+        code = proc.wait(timeout=10)
+        raise RuntimeError(f"node 0's detached control server exited with code {code} before it served; see this "
+                           "executor's stderr")
+    return address
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return True
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def serve_detached(spec: ConnectSpec, host: str, watch_pid: int | None, out) -> None:
+    """Runs a :class:`ControlHost` until it is closed, its cluster ended a while ago, or the executor is gone."""
+    control = ControlHost(spec, host)
+    out.write("READY " + control.start() + "\n")
+    out.close()
+    ended_at = None
+    try:
+        while not control.closed.wait(1.0):
+            if not _pid_alive(watch_pid):
+                logger.warning("executor JVM (pid %s) is gone: stopping the control server", watch_pid)
+                with control.changed:
+                    control.reservation.abort(NodeFailure(0, "control server", time=time.time(),
+                                                          message="node 0's Spark executor exited"))
+                time.sleep(3 * spec.launch.heartbeat_interval)  # let the nodes hear the abort
+                return
+            if ended_at is None and control.ended():
+                ended_at = time.monotonic()
+            if ended_at is not None and time.monotonic() - ended_at > CLOSE_LINGER_SECS:
+                logger.info("cluster %s ended; nobody asked for its state: control server exits",
+                            spec.launch.cluster_id)
+                return
+    finally:
+        control.stop()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s tfos control server %(levelname)s %(name)s: %(message)s")
+    spec, host, watch_pid = pickle.loads(sys.stdin.buffer.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    serve_detached(spec, host, watch_pid, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,7 +27,7 @@ import threading
 from typing import Iterator, Sequence
 
 from . import _tfrecord, fs
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def tfrecord_dataset(
         raise ConfigError(f"compression must be None, 'GZIP' or 'ZLIB', not {compression!r}") from None
     if prefetch_files < 0:
         raise ConfigError(f"prefetch_files must be >= 0, not {prefetch_files}")
-    files = fs.expand(paths)
+    files = _expand(paths)
     shards, me = _shards(shard, num_shards, index)
     by_record = len(files) < shards
     mine = files if by_record else files[me::shards]
@@ -167,6 +167,26 @@ def _zlib_stream(path: str):
         return io.BytesIO(zlib.decompress(f.read()))
 
 
+def _expand(paths: str | Sequence[str]) -> list[str]:
+    """fs.expand, except that schemes TensorFlow reads itself (``gs://``) are listed and read by TensorFlow."""
+    import tensorflow as tf
+
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    found: list[str] = []
+    for pattern in paths:
+        if fs.is_local(pattern) or not fs.writable_by_tensorflow(pattern):
+            found += fs.expand(pattern)
+            continue
+        matches = sorted(tf.io.gfile.glob(pattern)) if any(c in pattern for c in "*?[") else (
+            sorted(f"{pattern.rstrip('/')}/{n}" for n in tf.io.gfile.listdir(pattern)
+                   if not n.startswith(("_", ".")) and not n.endswith("/"))
+            if tf.io.gfile.isdir(pattern) else [pattern])
+        if not matches:
+            raise StorageError(f"No files match {pattern}")
+        found += matches
+    return list(dict.fromkeys(found))
+
+
 def _shards(shard: bool, num_shards: int | None, index: int | None) -> tuple[int, int]:
     if num_shards is None and index is None:
         return shard_of() if shard else (1, 0)
@@ -217,6 +237,8 @@ class _LocalFiles:
             pending.append((url, pool.submit(self._fetch, url, os.path.join(tmp, f"{number:06d}.tfrecord"))))
 
     def _fetch(self, url: str, target: str) -> str:
+        if not fs.is_local(url) and fs.writable_by_tensorflow(url):
+            return url  # TensorFlow reads this scheme itself (gs://)
         path = fs.normalize(url) if fs.is_local(url) else fs.download(url, target)
         if self._verify:
             _tfrecord.check_file(path, name=url)

@@ -200,7 +200,7 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
     Its output goes to the executor's stderr, each line prefixed with ``[instance:N]``.
 
     Args:
-        sc: a SparkContext or classic SparkSession.
+        sc: a SparkContext, a classic SparkSession, or a Spark Connect SparkSession.
         map_fn: ``map_fn(tf_args, ctx)``; picklable with cloudpickle. Its return value (picklable, small:
             it travels through Spark's collect) is returned to the driver.
         tf_args: passed to ``map_fn``; a list is also set as ``sys.argv`` in the TF process.
@@ -225,6 +225,12 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
     """
     import cloudpickle
 
+    from ._connect.session import is_connect
+
+    if is_connect(sc):  # no SparkContext: the instances start through a DataFrame stage
+        from ._connect.parallel import run as run_connect
+
+        return run_connect(sc, map_fn, tf_args, num_executors, use_barrier, timeout, **settings)
     sc = _spark.spark_context(sc)
     if not callable(map_fn):
         raise ConfigError(f"map_fn must be callable, got {type(map_fn).__name__}")

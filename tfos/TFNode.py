@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._feed.datafeed import DataFeed, FeedDataError
 from .node import absolute_path
 
-__all__ = ["DataFeed", "FeedDataError", "hdfs_path", "release_port"]
+__all__ = ["DataFeed", "FeedDataError", "hdfs_path", "release_port", "report_progress"]
 
 
 def hdfs_path(ctx, path: str) -> str:
@@ -21,3 +21,8 @@ def hdfs_path(ctx, path: str) -> str:
 def release_port(ctx) -> None:
     """Releases the port reserved for this node's TF server (``release_port=False`` clusters)."""
     ctx.release_port()
+
+
+def report_progress(ctx, step: int | None = None, epoch: int | None = None, **fields) -> None:
+    """Tells the driver this node is making progress; see :meth:`tfos.node.TFNodeContext.report_progress`."""
+    ctx.report_progress(step=step, epoch=epoch, **fields)

@@ -24,13 +24,16 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _spark
+from . import _attempt, _spark
+from ._attempt import Attempt
 from ._control.reservation import Phase, Reservation
-from ._control.server import ControlServer, print_lines
-from ._node.spark_task import local_address_towards, node_partition
-from ._node.supervisor import LaunchSpec, NodePlace, run_node
+from ._control.server import ControlServer
+from ._node.spark_task import local_address_towards
+from ._node.supervisor import LaunchSpec
+from ._restart import decide, default_backup_dir
 from ._feed import driver as feed_driver
 from ._feed.client import FeedError, end_feed
+from ._progress import ProgressDisplay, display_mode
 from ._node.tf_config import make_template
 from .config import Settings, from_env
 from .fs import s3a_env
@@ -68,17 +71,24 @@ class TFCluster:
             ``working_dir``, ``server_addr``).
         input_mode: the cluster's :class:`InputMode`.
         queues: accepted for compatibility (TensorFlowOnSpark's internal queue names).
-        server: the control server.
+        server: the control server (of the current attempt).
+        attempt: 0, or how many times tfos restarted the cluster after a node was lost (``max_restarts``).
+        restarts: why each restart happened, oldest first.
     """
 
-    def __init__(self, sc, config: "_RunConfig", server: ControlServer, job: _spark.BackgroundJob,
-                 driver_nodes: list[threading.Thread]) -> None:
+    def __init__(self, sc, config: "_RunConfig", attempt: Attempt) -> None:
         self.sc = sc
         self._config = config
-        self.server = server
-        self._job = job
-        self._driver_nodes = driver_nodes
+        self._attempt = attempt
+        self.attempt = attempt.number
+        self.restarts: list[str] = []
         self._closed = False
+        self._closing = False  # shutdown or a failure is ending the cluster: no more restarts
+        self._final: ClusterFailedError | None = None  # set by the monitor when a failure is not restarted
+        self._lifecycle = threading.RLock()  # held while an attempt is being replaced or torn down
+        self._display: ProgressDisplay | None = None
+        self._info_attempt = 0
+        self._attempt_deadline = 0.0
         self.defaultFS = config.spec.default_fs
         self.working_dir = config.spec.working_dir
         self.num_executors = config.num_executors
@@ -92,26 +102,42 @@ class TFCluster:
             "num_executors": config.num_executors,
             "default_fs": self.defaultFS,
             "working_dir": self.working_dir,
-            "server_addr": server.address,
+            "server_addr": attempt.server.address,
             "release_port": config.spec.release_port,
         }
 
     # ----- waiting ---------------------------------------------------------------------------------------
     @property
+    def server(self) -> ControlServer:
+        return self._attempt.server
+
+    @property
+    def _job(self) -> _spark.BackgroundJob:
+        return self._attempt.job
+
+    @property
+    def _driver_nodes(self) -> list[threading.Thread]:
+        return self._attempt.driver_nodes
+
+    @property
     def _state(self) -> Reservation:
         return self.server.reservation
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None, until_failed: bool = True) -> bool:
-        """Waits until ``predicate()`` (evaluated under the control lock) or, if ``until_failed``, a failure."""
+        """Waits until ``predicate()`` (evaluated under the control lock) or, if ``until_failed``, a failure.
+
+        Follows restarts: the current attempt's lock is taken again at every wake-up.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        cond = self.server.changed
-        with cond:
-            while not (predicate() or (until_failed and self._state.phase is Phase.FAILED)):
+        while True:
+            cond = self.server.changed
+            with cond:
+                if predicate() or (until_failed and self._state.phase is Phase.FAILED):
+                    return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
                 cond.wait(1.0 if left is None else min(left, 1.0))
-            return True
 
     def _await_reservations(self, timeout: float) -> None:
         ok = self._wait(lambda: self._state.phase is not Phase.RESERVING, timeout)
@@ -164,6 +190,8 @@ class TFCluster:
         if ssc is not None:
             raise ConfigError("shutdown(ssc=...) needs Spark Streaming DStreams, which Spark 4 removed.")
         if self._closed:
+            if self._final is not None:
+                raise self._final
             if self._state.phase is Phase.FAILED:  # already torn down by a failed train()
                 raise ClusterFailedError(self._state.failures, "The TF cluster failed.")
             return
@@ -171,9 +199,11 @@ class TFCluster:
         try:
             if self.input_mode == InputMode.SPARK:
                 end_feed(self._feed_addresses(), self._config.spec.secret)
-            finished = self._wait(self._state.training_done, limit)
-            if self._state.phase is Phase.FAILED:
-                raise self._failed("The TF cluster failed.")
+            # The monitor decides whether a failure ends the run (self._final) or restarts the cluster.
+            finished = self._wait(lambda: self._final is not None or self._state.training_done(), limit,
+                                  until_failed=False)
+            if self._final is not None:
+                raise self._final
             if not finished:
                 self._abort(f"shutdown timeout of {limit:.0f}s expired")
                 raise ShutdownTimeoutError(
@@ -192,6 +222,7 @@ class TFCluster:
             if self._state.phase is Phase.FAILED:
                 raise self._failed("A TF node failed while the cluster stopped.")
         except BaseException:
+            self._closing = True  # no restart after a failure raised here, a timeout or Ctrl-C
             self._abort("the driver stopped the cluster")
             raise
         finally:
@@ -237,6 +268,17 @@ class TFCluster:
         self._require_spark_mode("inference")
         return feed_driver.inference(self, dataRDD, float(feed_timeout), schema)
 
+    def progress(self) -> list[dict]:
+        """The latest progress of every node, from its heartbeats: one dict per node, by ``worker_num``.
+
+        Each dict has ``worker_num``, ``role``, ``exited``, ``idle_secs`` (seconds since the node last made
+        progress), ``activity`` (output chunks seen), ``last_line`` (its last output line), the Keras fields
+        read from its output (``epoch``/``epochs``, ``step``/``steps``) and whatever main_fun passed to
+        ``ctx.report_progress`` (plus ``reports``, the number of calls).
+        """
+        with self.server.changed:
+            return self._state.progress_table()
+
     def tensorboard_url(self) -> str | None:
         """The URL of the TensorBoard started with ``tensorboard=True``, else None."""
         with self.server.changed:
@@ -260,7 +302,7 @@ class TFCluster:
     def _run_feed_job(self, action: Callable[[], list], description: str) -> list:
         """Runs a Spark job that talks to the nodes; a node failure cancels it and raises the root cause."""
         job = _spark.BackgroundJob(self.sc, action, f"tfos-feed-{secrets.token_hex(4)}", description,
-                                   on_done=lambda: _notify(self.server))
+                                   on_done=lambda: _attempt.notify(self.server))
         job.start()
         self._wait(job.done, None)
         if self._state.phase is not Phase.FAILED and job.error is not None:
@@ -278,12 +320,16 @@ class TFCluster:
 
     def _failed(self, context: str) -> ClusterFailedError:
         """The cluster failed: give the other nodes a moment to stop and report, then build the error."""
+        return ClusterFailedError(self._settle(self._attempt), context)
+
+    def _settle(self, attempt: Attempt) -> list:
+        """After a failure: waits (boundedly) for the attempt's nodes to stop and report; returns the failures."""
         settings = self._config.settings
-        with self.server.changed:
+        with attempt.server.changed:
             deadline = time.monotonic() + settings.stop_grace_secs + 3 * settings.heartbeat_interval + 2
-            while not self._state.all_exited() and time.monotonic() < deadline and not self._job.done():
-                self.server.changed.wait(0.5)
-            return ClusterFailedError(list(self._state.failures), context)
+            while not attempt.reservation.all_exited() and time.monotonic() < deadline and not attempt.job.done():
+                attempt.server.changed.wait(0.5)
+            return list(attempt.reservation.failures)
 
     def _await_tensorboard(self, timeout: float) -> None:
         if self._wait(lambda: any(n["tb_port"] for n in self._state.node_table()), timeout):
@@ -308,48 +354,109 @@ class TFCluster:
         """Lets nodes see the outcome and exit, cancels what is left of the Spark stage, stops the server."""
         if self._closed:
             return
-        self._closed = True
-        settings = self._config.settings
-        wait = settings.stop_grace_secs + 3 * settings.heartbeat_interval + 5
-        if not self._job.join(wait):
-            logger.warning("TF node tasks still running %.0fs after the cluster ended; cancelling them", wait)
-            self._job.cancel()
-            self._job.join(30)
-        for thread in self._driver_nodes:
-            thread.join(wait)
-        if self.input_mode == InputMode.SPARK:
-            # The nodes outlive the node stage: keep answering their heartbeats until they have stopped.
-            with self.server.changed:
-                self._state.request_stop()
-                self.server.changed.notify_all()
-            self._wait(self._state.all_exited, wait, until_failed=False)
-        self.server.stop()
+        self._closing = True
+        with self._lifecycle:  # waits for a restart in progress, then ends the attempt it started
+            if self._closed:
+                return
+            self._closed = True
+            if self._display is not None:
+                self._display.stop()
+            settings = self._config.settings
+            _attempt.stop(self._attempt, settings)
+            if self.input_mode == InputMode.SPARK:
+                # The nodes outlive the node stage: keep answering their heartbeats until they have stopped.
+                with self.server.changed:
+                    self._state.request_stop()
+                    self.server.changed.notify_all()
+                wait = settings.stop_grace_secs + 3 * settings.heartbeat_interval + 5
+                self._wait(self._state.all_exited, wait, until_failed=False)
+            self.server.stop()
 
     def _monitor(self) -> None:
-        """Driver-side watch: lost nodes (no heartbeats) and a Spark job that ended before the nodes did."""
+        """Driver-side watch over the current attempt: lost or hung nodes, a Spark job that ended before the
+        nodes did, a restarted attempt's reservation; on a failure, restarts the cluster or ends the run."""
         interval = self._config.settings.heartbeat_interval
         while not self._closed:
-            with self.server.changed:
-                state = self._state
-                lost = state.check_lost()
-                ended_early = self._job.done() and (self._job.error is not None or self.input_mode != InputMode.SPARK)
+            attempt = self._attempt
+            with attempt.server.changed:
+                state = attempt.reservation
+                lost = state.check_lost() + state.check_hung()
+                ended_early = attempt.job.done() and (attempt.job.error is not None
+                                                      or self.input_mode != InputMode.SPARK)
                 if ended_early and not state.finished() and not state.training_done():
-                    text = self._job.error_text() or "the Spark job running the TF nodes ended before they did"
+                    text = attempt.job.error_text() or "the Spark job running the TF nodes ended before they did"
                     state.abort(NodeFailure(-1, "spark job", time=time.time(),
                                             message=f"the Spark stage running the TF nodes failed: {text}"))
+                self._check_restarted(attempt)
                 if lost or state.phase is Phase.FAILED:
-                    self.server.changed.notify_all()
+                    attempt.server.changed.notify_all()
                 failed = state.phase is Phase.FAILED
-            if failed:
-                self._cancel_later()
+                if not failed:
+                    attempt.server.changed.wait(interval)
+            if failed and not self._after_failure(attempt):
                 return
-            time.sleep(interval)
 
-    def _cancel_later(self) -> None:
+    def _check_restarted(self, attempt: Attempt) -> None:
+        """For a restarted attempt (caller holds its lock): times out its reservation, records its nodes."""
+        state = attempt.reservation
+        if attempt.number == 0 or self._info_attempt == attempt.number:
+            return
+        if state.phase is Phase.RUNNING:
+            self._info_attempt = attempt.number
+            self.cluster_info = state.node_table()
+            logger.info("TF cluster %s running again (attempt %s): %s", self.cluster_id, attempt.number,
+                        [f"{n['job_name']}:{n['task_index']} at {n['addr']}" for n in self.cluster_info])
+        elif state.phase is Phase.RESERVING and time.monotonic() > self._attempt_deadline:
+            timeout = self._config.settings.reservation_timeout
+            state.abort(NodeFailure(-1, "driver", time=time.time(), message=(
+                f"restart {attempt.number}: nodes {state.missing()} did not register within {timeout:.0f}s "
+                f"(reservation_timeout; {_spark.executor_summary(self.sc)})")))
+
+    def _after_failure(self, attempt: Attempt) -> bool:
+        """Restarts the cluster if the failure allows it (returns True: keep watching), else ends the run."""
+        failures = self._settle(attempt)
+        settings = self._config.settings
+        decision = decide(failures, attempt.number, settings.max_restarts, self.input_mode == InputMode.SPARK)
+        with self._lifecycle:
+            if decision.restart and not self._closing:
+                logger.warning("TF cluster %s failed: %s", self.cluster_id, decision.reason)
+                print(f"tfos: the TF cluster failed ({decision.reason}); restarting it", file=sys.stderr)
+                try:
+                    self._restart(attempt, decision.reason)
+                    return True
+                except Exception as exc:  # noqa: BLE001 - reported as the run's failure
+                    failures.append(NodeFailure(-1, "driver", time=time.time(),
+                                                message=f"restarting the TF cluster failed: {exc}"))
+            context = "The TF cluster failed."
+            if self.restarts:
+                context += f" It was restarted {len(self.restarts)} time(s) before: " + "; ".join(self.restarts) + "."
+            if settings.max_restarts and not decision.restart:
+                context += f" Not restarted again: {decision.reason}."
+            self._final = ClusterFailedError(failures, context)
+        _attempt.notify(attempt.server)
+        self._cancel_later(attempt)
+        return False
+
+    def _restart(self, old: Attempt, reason: str) -> None:
+        """Stops every node of ``old`` and its server, then launches the next attempt (caller holds the lock)."""
+        settings = self._config.settings
+        _attempt.stop(old, settings)
+        old.server.stop()
+        self.restarts.append(reason)
+        _spark.check_placement(self.sc, self._config.spark_nodes, settings.slot_wait_timeout)
+        new = _attempt.launch(self.sc, self._config.spec, old.number + 1, settings, self._config.host,
+                              self._config.spark_nodes, self._config.driver_ps)
+        self._config = dataclasses.replace(self._config, spec=new.spec)
+        self._attempt_deadline = time.monotonic() + settings.reservation_timeout
+        self._attempt, self.attempt = new, new.number
+        self.cluster_meta["server_addr"] = new.server.address
+        _attempt.notify(old.server)  # waiters on the old attempt look again
+
+    def _cancel_later(self, attempt: Attempt) -> None:
         """After a failure, give the nodes time to stop by themselves, then cancel the Spark stage."""
         grace = self._config.settings.stop_grace_secs + 3 * self._config.settings.heartbeat_interval + 2
-        if not self._job.join(grace):
-            self._job.cancel()
+        if not attempt.job.join(grace):
+            attempt.job.cancel()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +467,9 @@ class _RunConfig:
     queues: Sequence[str]
     driver_ps_nodes: bool
     settings: Settings
-    spec: LaunchSpec
+    spec: LaunchSpec  # the current attempt's
+    host: str = ""  # the control server's address
+    driver_ps: int = 0  # ps nodes on driver threads
 
 
 def run(
@@ -445,6 +554,12 @@ def run(
     if settings.get("gpus_per_node") is None and _num_gpus(tf_args) is not None:
         settings["gpus_per_node"] = _num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
     config = from_env(reservation_timeout=float(reservation_timeout), **settings)
+    if config.max_restarts and input_mode == InputMode.SPARK:
+        raise ConfigError(
+            f"max_restarts={config.max_restarts} needs InputMode.TENSORFLOW: with InputMode.SPARK the rows "
+            "TFCluster.train already fed cannot be replayed into a restarted cluster. Set max_restarts=0 "
+            "(TFOS_MAX_RESTARTS=0), or let main_fun read its data (InputMode.TENSORFLOW with tfos.data)."
+        )
     try:
         fn_bytes = cloudpickle.dumps(map_fun)
     except Exception as exc:
@@ -460,38 +575,25 @@ def run(
     spark_nodes = num_executors - (num_ps if driver_ps_nodes else 0)
     slots = _spark.check_placement(sc, spark_nodes, config.slot_wait_timeout)
     host = config.control_host or _spark.conf(sc, "spark.driver.host") or local_address_towards("8.8.8.8:53")
-    reservation = Reservation(template, node_lost_timeout=config.node_lost_timeout)
-    secret = secrets.token_hex(32)
-    server = ControlServer(reservation, secret, host, max_workers=max(16, 2 * num_executors + 4),
-                           log_sink=print_lines if config.forward_logs else None)
-    address = server.start()
-    spec = LaunchSpec(
-        cluster_id=secrets.token_hex(8), control_address=address, secret=secret, template=template,
+    cluster_id = secrets.token_hex(8)
+    base = LaunchSpec(
+        cluster_id=cluster_id, control_address="", secret="", template=template,
         fn=fn_bytes, args=args_bytes, default_fs=_spark.default_fs(sc), working_dir=os.getcwd(),
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port, legacy_keras=config.legacy_keras,
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs, gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
         extra_env=s3a_env(_spark.hadoop_conf(sc, r"^fs\.s3a\.")),
+        backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
     )
-    run_config = _RunConfig(num_executors, spark_nodes, input_mode, tuple(queues), driver_ps_nodes, config, spec)
+    driver_ps = num_ps if driver_ps_nodes else 0
+    first = _attempt.launch(sc, base, 0, config, host, spark_nodes, driver_ps)
+    run_config = _RunConfig(num_executors, spark_nodes, input_mode, tuple(queues), driver_ps_nodes, config,
+                            first.spec, host, driver_ps)
     logger.info("starting TF cluster %s: %s nodes %s on %s task slots; control server %s; settings %s",
-                spec.cluster_id, num_executors, template, slots, address, config)
-
-    offset = num_ps if driver_ps_nodes else 0
-    job = _spark.BackgroundJob(sc, _spark.node_stage(sc, spark_nodes, _spark.bind(node_partition, spec, offset)),
-                               f"tfos-{spec.cluster_id}", f"tfos: {spark_nodes} TF nodes",
-                               on_done=lambda: _notify(server))
-    driver_nodes = [
-        threading.Thread(target=run_node, args=(spec, NodePlace(i, host, "driver", 0, tuple(sys.path))),
-                         name=f"tfos-driver-ps-{i}", daemon=True)
-        for i in (range(num_ps) if driver_ps_nodes else ())
-    ]
-    cluster = TFCluster(sc, run_config, server, job, driver_nodes)
-    job.start()
-    for thread in driver_nodes:
-        thread.start()
-    threading.Thread(target=cluster._monitor, name=f"tfos-monitor-{spec.cluster_id}", daemon=True).start()
+                cluster_id, num_executors, template, slots, first.server.address, config)
+    cluster = TFCluster(sc, run_config, first)
+    threading.Thread(target=cluster._monitor, name=f"tfos-monitor-{cluster_id}", daemon=True).start()
     try:
         cluster._await_reservations(config.reservation_timeout)
     except BaseException:
@@ -500,7 +602,18 @@ def run(
         raise
     if tensorboard:
         cluster._await_tensorboard(timeout=10 * config.heartbeat_interval)
+    mode = display_mode(config.progress, _isatty(sys.stderr))
+    if mode != "off":
+        cluster._display = ProgressDisplay(cluster.progress, mode, config.progress_interval)
+        cluster._display.start()
     return cluster
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _num_gpus(tf_args: Any) -> int | None:
@@ -517,8 +630,3 @@ def _shared_executors(cluster_info: list[dict]) -> dict[str, list[int]]:
             key = f"{node['host']}/{node['spark_executor_id']}"
             by_executor.setdefault(key, []).append(node["worker_num"])
     return {key: nums for key, nums in by_executor.items() if len(nums) > 1}
-
-
-def _notify(server: ControlServer) -> None:
-    with server.changed:
-        server.changed.notify_all()

@@ -19,6 +19,14 @@ forward_logs                   TFOS_FORWARD_LOGS           1          copy the n
 gpus_per_node                  TFOS_GPUS_PER_NODE          1          GPUs a node takes with nvidia-smi when Spark does
                                                                       not schedule GPUs (0: hide GPUs from the node)
 gpu_lock_dir                   TFOS_GPU_LOCK_DIR           (tmp dir)  host directory for the GPU lock and claims files
+hang_timeout                   TFOS_HANG_TIMEOUT           0          seconds a chief/worker may go without progress
+                                                                      (output, Keras steps, ctx.report_progress)
+                                                                      before the run fails as hung; 0 = off
+max_restarts                   TFOS_MAX_RESTARTS           0          times to restart the whole TF cluster after a node
+                                                                      was lost or killed (InputMode.TENSORFLOW)
+progress                       TFOS_PROGRESS               auto       driver progress display: auto (on a terminal,
+                                                                      else INFO log lines), on, off
+progress_interval              TFOS_PROGRESS_INTERVAL      10         seconds between progress display updates
 =============================  ==========================  =========  ===================================================
 """
 
@@ -52,6 +60,10 @@ class Settings:
     forward_logs: bool = True
     gpus_per_node: int = 1
     gpu_lock_dir: str = ""
+    hang_timeout: float = 0.0
+    max_restarts: int = 0
+    progress: str = "auto"
+    progress_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
@@ -68,6 +80,19 @@ class Settings:
             raise ConfigError(f"feed_chunk_rows must be >= 1, got {self.feed_chunk_rows}")
         if self.gpus_per_node < 0:
             raise ConfigError(f"gpus_per_node must be >= 0, got {self.gpus_per_node} (TFOS_GPUS_PER_NODE)")
+        if self.hang_timeout < 0:
+            raise ConfigError(f"hang_timeout must be >= 0 (0 turns it off), got {self.hang_timeout} (TFOS_HANG_TIMEOUT)")
+        if self.hang_timeout and self.hang_timeout < 3 * self.heartbeat_interval:
+            raise ConfigError(
+                f"hang_timeout ({self.hang_timeout}s) must be at least 3 heartbeats ({3 * self.heartbeat_interval}s) "
+                "or 0 (off); raise TFOS_HANG_TIMEOUT."
+            )
+        if self.max_restarts < 0:
+            raise ConfigError(f"max_restarts must be >= 0, got {self.max_restarts} (TFOS_MAX_RESTARTS)")
+        if self.progress not in ("auto", "on", "off"):
+            raise ConfigError(f"progress must be 'auto', 'on' or 'off', got {self.progress!r} (TFOS_PROGRESS)")
+        if self.progress_interval <= 0:
+            raise ConfigError(f"progress_interval must be > 0, got {self.progress_interval} (TFOS_PROGRESS_INTERVAL)")
         if self.log_tail_lines < 1:
             raise ConfigError(f"log_tail_lines must be >= 1, got {self.log_tail_lines}")
 

@@ -2,7 +2,9 @@
 
 ``ctx`` mirrors TensorFlowOnSpark's ``TFNodeContext``: ``executor_id``/``worker_num``, ``job_name``,
 ``task_index``, ``cluster_spec``, ``num_workers``, ``defaultFS``, ``working_dir``, ``absolute_path()``,
-``release_port()``, ``export_saved_model()`` and (with ``InputMode.SPARK``) ``get_data_feed()``.
+``release_port()``, ``export_saved_model()`` and (with ``InputMode.SPARK``) ``get_data_feed()``; tfos adds
+``attempt``, ``backup_dir`` (for automatic restarts) and ``report_progress()`` (for hang detection and the
+driver's progress display).
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ class TFNodeContext:
         tf_config: this node's ``TF_CONFIG`` as a dict (also in ``os.environ["TF_CONFIG"]``).
         tmp_socket: with ``release_port=False``, the socket that holds ``port`` until ``release_port()``.
         mgr: with ``InputMode.SPARK``, this node's feed (what ``TFNode.DataFeed(ctx.mgr)`` takes).
+        attempt: 0 on the cluster's first start, then 1, 2, ... each time tfos restarted it after a node was lost
+            (``TFCluster.run(max_restarts=...)``).
+        backup_dir: a directory that stays the same across attempts, for ``tf.keras.callbacks.BackupAndRestore``
+            (``<log_dir>/backup``, else ``<working_dir>/tfos_backup/<cluster id>``); None outside tfos.
+        checkpoint_dir: the same as ``backup_dir``.
     """
 
     def __init__(
@@ -81,6 +88,8 @@ class TFNodeContext:
         tmp_socket: socket.socket | None = None,
         input_mode: int = 0,
         mgr: Any = None,
+        attempt: int = 0,
+        backup_dir: str | None = None,
     ) -> None:
         self.worker_num = worker_num
         self.executor_id = worker_num
@@ -98,6 +107,10 @@ class TFNodeContext:
         self.tmp_socket = tmp_socket
         self.input_mode = input_mode
         self.mgr = mgr
+        self.attempt = attempt
+        self.backup_dir = backup_dir or None
+        self.checkpoint_dir = self.backup_dir
+        self._progress = None
 
     @property
     def tf_config(self) -> dict:
@@ -144,6 +157,35 @@ class TFNodeContext:
             )
         return export_saved_model(model, export_dir, self.is_chief)
 
+    def report_progress(self, step: int | None = None, epoch: int | None = None, **fields: Any) -> None:
+        """Tells the driver this node is making progress (for custom training loops; Keras' ``fit`` output is
+        read without it).
+
+        Cheap enough to call every step: the latest values are written in the background at most twice a
+        second and travel with the next heartbeat. They show in ``TFCluster.progress()`` and the progress
+        display, and every call counts as progress for hang detection (``hang_timeout``).
+
+        Args:
+            step: the current step (any int).
+            epoch: the current epoch.
+            **fields: other numbers or strings to show, e.g. ``loss=0.25``.
+
+        Raises:
+            TypeError: a value is not a number, string, boolean or None.
+        """
+        from ._node import PROGRESS_FILE_ENV
+        from ._progress import ProgressFile
+
+        values = {**({"step": step} if step is not None else {}), **({"epoch": epoch} if epoch is not None else {}),
+                  **fields}
+        if self._progress is None:
+            path = os.environ.get(PROGRESS_FILE_ENV)
+            if not path:
+                logger.debug("report_progress outside a tfos node: %s", values)
+                return
+            self._progress = ProgressFile(path)
+        self._progress.report(values)
+
     def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
                       input_mapping: Any = None):
         """Returns the Spark data feed of this node (``InputMode.SPARK`` only); see :class:`tfos.TFNode.DataFeed`."""
@@ -159,5 +201,5 @@ class TFNodeContext:
     def __repr__(self) -> str:
         return (
             f"TFNodeContext(worker_num={self.worker_num}, job_name={self.job_name!r}, task_index={self.task_index}, "
-            f"host={self.host!r}, port={self.port}, num_workers={self.num_workers})"
+            f"host={self.host!r}, port={self.port}, num_workers={self.num_workers}, attempt={self.attempt})"
         )

@@ -97,3 +97,62 @@ def test_register_after_failure_is_told_to_abort():
     r.register(info(0))
     r.abort(NodeFailure(-1, "driver", time=clock.now, message="reservation timed out"))
     assert r.register(info(1)) == ABORT
+
+
+def hung_cluster(hang_timeout=10.0):
+    clock = FakeClock()
+    r = Reservation({"ps": [0], "worker": [1, 2]}, node_lost_timeout=100.0, hang_timeout=hang_timeout,
+                    clock=clock, wall_clock=clock)
+    for n in range(3):
+        r.register(info(n))
+    return r, clock
+
+
+def test_a_silent_worker_is_hung_and_named_with_its_last_progress():
+    r, clock = hung_cluster()
+    clock.now += 5
+    r.heartbeat(1, {"step": 3, "steps": 10, "last_line": "3/10 [===>...]"})
+    r.heartbeat(2, {"activity": 1})
+    clock.now += 6
+    r.heartbeat(1, {"step": 3, "steps": 10, "last_line": "3/10 [===>...]"})  # alive, but no progress
+    r.heartbeat(2, {"activity": 2})
+    assert r.check_hung() == []  # 6 s since worker 1's progress
+    clock.now += 5
+    r.heartbeat(2, {"activity": 3})
+    hung = r.check_hung()
+    assert [f.worker_num for f in hung] == [1]
+    assert r.phase is Phase.FAILED and r.heartbeat(2) == ABORT
+    assert "no progress for 11s (hang_timeout=10s)" in hung[0].message
+    assert "step 3/10" in hung[0].message and "'3/10 [===>...]'" in hung[0].message
+    assert "TFOS_HANG_TIMEOUT" in hung[0].message
+
+
+def test_service_nodes_and_exited_nodes_are_never_hung():
+    r, clock = hung_cluster()
+    r.report_exit(2, None)
+    clock.now += 5
+    r.heartbeat(1, {"activity": 1})
+    clock.now += 8
+    assert r.check_hung() == []  # ps 0 silent for 13 s, worker 2 exited, worker 1 progressed 8 s ago
+
+
+def test_hang_detection_is_off_with_zero_and_during_reservation():
+    r, clock = hung_cluster(hang_timeout=0)
+    clock.now += 1000
+    assert r.check_hung() == [] and r.phase is Phase.RUNNING
+    clock = FakeClock()
+    r = Reservation({"worker": [0, 1]}, hang_timeout=1.0, clock=clock, wall_clock=clock)
+    r.register(info(0))
+    clock.now += 50
+    assert r.check_hung() == []
+
+
+def test_tensorboard_port_is_not_progress_and_progress_table_reports_idle_time():
+    r, clock = hung_cluster()
+    clock.now += 4
+    r.heartbeat(1, {"tb_port": 6006, "tb_pid": 5})
+    r.heartbeat(2, {"epoch": 2, "epochs": 5})
+    table = {row["worker_num"]: row for row in r.progress_table()}
+    assert table[1]["idle_secs"] == 4.0 and "tb_port" not in table[1]
+    assert table[2] == {"worker_num": 2, "role": "worker:1", "epoch": 2, "epochs": 5, "exited": False,
+                        "idle_secs": 0.0}

@@ -63,6 +63,19 @@ class _Node:
     exited: bool = False
     exit_ok: bool = False
     progress: dict = dataclasses.field(default_factory=dict)
+    progress_at: float = 0.0  # when the node last made progress (driver clock)
+
+
+# Heartbeat progress keys that are not progress: TensorBoard's address, and the age the supervisor reports.
+_NOT_PROGRESS = frozenset({"tb_port", "tb_pid"})
+
+
+def made_progress(before: Mapping, update: Mapping) -> bool:
+    """Whether a heartbeat's progress ``update`` changes anything that counts as progress.
+
+    Every key counts (steps, epochs, output activity, explicit reports) except TensorBoard's port and pid.
+    """
+    return any(before.get(key) != value for key, value in update.items() if key not in _NOT_PROGRESS)
 
 
 class Reservation:
@@ -71,6 +84,8 @@ class Reservation:
     Args:
         template: ``{job_name: [worker_num, ...]}`` from ``make_template``.
         node_lost_timeout: seconds without a heartbeat after which a running node counts as lost.
+        hang_timeout: seconds without progress after which a running chief/worker node counts as hung
+            (0: never); service nodes (ps, evaluator) are not watched.
         clock: returns seconds; ``time.monotonic`` by default.
         wall_clock: returns seconds since the epoch, for failure timestamps.
     """
@@ -79,6 +94,7 @@ class Reservation:
         self,
         template: Mapping[str, Sequence[int]],
         node_lost_timeout: float = 30.0,
+        hang_timeout: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -86,6 +102,7 @@ class Reservation:
         self.expected = sorted(n for nums in self.template.values() for n in nums)
         self.service_jobs = service_jobs(self.template)
         self.node_lost_timeout = node_lost_timeout
+        self.hang_timeout = hang_timeout
         self._clock = clock
         self._wall = wall_clock
         self.phase = Phase.RESERVING
@@ -122,6 +139,7 @@ class Reservation:
             now = self._clock()
             for node in self.nodes.values():
                 node.last_seen = now  # liveness is counted from here: nodes heartbeat once they run
+                node.progress_at = now
             addresses = {n: node.info.address for n, node in self.nodes.items()}
             self._spec = make_cluster_spec(self.template, addresses)
             self.phase = Phase.RUNNING
@@ -137,6 +155,8 @@ class Reservation:
             return ABORT if self.phase is Phase.FAILED else RUN
         node.last_seen = self._clock()
         if progress:
+            if made_progress(node.progress, progress):
+                node.progress_at = node.last_seen
             node.progress.update(progress)
         return self.command_for(worker_num)
 
@@ -201,6 +221,48 @@ class Reservation:
             self._fail(failure)
         return lost
 
+    def check_hung(self) -> list[NodeFailure]:
+        """Fails the cluster if a running chief/worker node made no progress for ``hang_timeout`` seconds.
+
+        Progress is any change in what the node's heartbeats report (output, Keras steps and epochs,
+        ``ctx.report_progress``). Returns the hung nodes' failures (empty when none, or when turned off).
+        """
+        if self.phase is not Phase.RUNNING or self.hang_timeout <= 0:
+            return []
+        now = self._clock()
+        hung = [
+            (num, node) for num, node in sorted(self.nodes.items())
+            if not node.exited and node.job_name not in self.service_jobs
+            and now - node.progress_at > self.hang_timeout
+        ]
+        failures = [
+            NodeFailure(
+                worker_num=num, role=f"{node.job_name}:{node.task_index}", host=node.info.host,
+                executor_id=node.info.executor_id, time=self._wall(),
+                message=(
+                    f"no progress for {now - node.progress_at:.0f}s (hang_timeout={self.hang_timeout:.0f}s); "
+                    f"{describe_progress(node.progress)}. Likely causes: a collective op waiting for a peer that "
+                    "stopped, a deadlocked input pipeline, or a long silent step. Print output, call "
+                    "ctx.report_progress(), or raise TFOS_HANG_TIMEOUT (0 turns hang detection off)."
+                ),
+            )
+            for num, node in hung
+        ]
+        for failure in failures:
+            self._fail(failure)
+        return failures
+
+    def progress_table(self) -> list[dict]:
+        """The latest progress of every registered node: role, step/epoch fields, seconds since progress."""
+        now = self._clock()
+        rows = []
+        for num, node in sorted(self.nodes.items()):
+            fields = {k: v for k, v in node.progress.items() if k not in _NOT_PROGRESS}
+            rows.append({**fields, "worker_num": num, "role": f"{node.job_name}:{node.task_index}",
+                         "exited": node.exited,
+                         "idle_secs": round(now - node.progress_at, 1) if self.phase is not Phase.RESERVING else 0.0})
+        return rows
+
     # ----- queries ---------------------------------------------------------------------------------------
     def missing(self) -> list[int]:
         return [n for n in self.expected if n not in self.nodes]
@@ -256,3 +318,14 @@ class Reservation:
     def _advance(self) -> None:
         if self.phase is Phase.STOPPING and self.all_exited():
             self.phase = Phase.DONE
+
+
+def describe_progress(progress: Mapping) -> str:
+    """``last progress: epoch 3/10, step 12/100; last output: '...'`` from a node's heartbeat progress."""
+    parts = []
+    for key, total in (("epoch", "epochs"), ("step", "steps")):
+        if progress.get(key) is not None:
+            parts.append(f"{key} {progress[key]}" + (f"/{progress[total]}" if progress.get(total) else ""))
+    text = "last progress: " + (", ".join(parts) if parts else "none reported")
+    last = str(progress.get("last_line") or "").strip()
+    return text + (f"; last output line: {last[-200:]!r}" if last else "; no output")

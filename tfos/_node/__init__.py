@@ -6,3 +6,4 @@ run was already imported by its package).
 """
 
 ERROR_FILE_ENV = "TFOS_ERROR_FILE"  # where the TF process writes its error record (message, traceback, ...)
+PROGRESS_FILE_ENV = "TFOS_PROGRESS_FILE"  # where ctx.report_progress writes the latest progress for the supervisor

@@ -16,13 +16,15 @@ from concurrent import futures
 
 import grpc
 
-from ..errors import NodeFailure
+from ..errors import ConfigError, NodeFailure
 from .reservation import ABORT, NodeInfo, Phase, Reservation
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "tfos.Control"
 METHODS = ("Register", "GetSpec", "Heartbeat", "ReportExit")
+# Bind addresses meaning "every interface": the server then advertises another address.
+WILDCARDS = ("0.0.0.0", "::", "[::]", "")
 # Longest time one GetSpec call waits on the server; clients call again until their own deadline.
 LONG_POLL_SECS = 2.0
 
@@ -113,6 +115,10 @@ class ControlServicer:
             return {"command": self.reservation.command_for(int(request["worker_num"]))}
 
 
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def print_lines(role: str, lines: list, dropped: int) -> None:
     """The driver's default log sink: each node line on stderr, prefixed with its role (``[worker:1]``)."""
     out = "".join(f"[{role}] {line}\n" for line in lines)
@@ -131,13 +137,21 @@ class ControlServer:
     Args:
         reservation: the cluster state to serve.
         secret: the cluster's secret; calls without it are refused.
-        host: the address to bind and advertise (the driver's address, not 0.0.0.0, unless asked).
+        host: the address to bind (the driver's address; 0.0.0.0 or :: only when asked, TFOS_CONTROL_HOST).
         max_workers: threads serving calls; each node holds at most one at a time.
         log_sink: called with ``(role, lines, dropped)`` for the output lines nodes forward.
+        advertise_host: the address nodes are told to call, when ``host`` is a wildcard; defaults to ``host``.
+
+    Raises:
+        ConfigError: ``host`` is a wildcard address and no ``advertise_host`` was given.
+        OSError: the server cannot bind ``host``.
     """
 
     def __init__(self, reservation: Reservation, secret: str, host: str, max_workers: int = 16,
-                 log_sink=None) -> None:
+                 log_sink=None, advertise_host: str | None = None) -> None:
+        if host in WILDCARDS and not advertise_host:
+            raise ConfigError(f"the control server binds to {host}, so it needs an address to give the nodes "
+                              "(spark.driver.host)")
         self.servicer = ControlServicer(reservation, log_sink)
         self.host = host
         self._server = grpc.server(
@@ -152,11 +166,12 @@ class ControlServer:
             for name in METHODS
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        bind_host = f"[{host}]" if ":" in host else host
+        bind_host = _bracket(host)
         self.port = self._server.add_insecure_port(f"{bind_host}:0")
         if not self.port:
-            raise OSError(f"could not bind the tfos control server to {host}")
-        self.address = f"{bind_host}:{self.port}"
+            raise OSError(f"could not bind the tfos control server to {host}; set TFOS_CONTROL_HOST to an "
+                          "address of this machine that the executors can reach")
+        self.address = f"{_bracket(advertise_host or host)}:{self.port}"
 
     @property
     def changed(self) -> threading.Condition:

@@ -19,6 +19,7 @@ import os
 import pickle
 import socket
 import struct
+import time
 
 from ..errors import AuthenticationError
 
@@ -36,11 +37,17 @@ class ChannelClosed(ConnectionError):
     """The peer closed the connection."""
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytearray:
+def recv_exact(sock: socket.socket, size: int, deadline: float | None = None) -> bytearray:
+    """Reads exactly ``size`` bytes; with a ``deadline`` (``time.monotonic()``), raises socket.timeout after it."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
     while got < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout(f"timed out after {got} of {size} bytes")
+            sock.settimeout(left)
         n = sock.recv_into(view[got:], size - got)
         if n == 0:
             raise ChannelClosed(f"connection closed after {got} of {size} bytes")
@@ -80,10 +87,11 @@ def server_handshake(sock: socket.socket, secret: str, timeout: float = HANDSHAK
         AuthenticationError: a wrong, short or late answer (the caller closes the connection).
     """
     challenge = os.urandom(_CHALLENGE_BYTES)
+    deadline = time.monotonic() + timeout  # for the whole answer: trickling bytes does not extend it
     sock.settimeout(timeout)
     try:
         sock.sendall(challenge)
-        answer = bytes(recv_exact(sock, hashlib.sha256().digest_size))
+        answer = bytes(recv_exact(sock, hashlib.sha256().digest_size, deadline))
     except socket.timeout:
         raise AuthenticationError(f"feed client did not answer the challenge within {timeout:.0f}s") from None
     except ChannelClosed:

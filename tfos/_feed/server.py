@@ -91,7 +91,7 @@ class FeedServer:
 
     def _authenticate(self, conn: socket.socket, peer) -> bool:
         try:
-            p.server_handshake(conn, self._secret)
+            p.server_handshake(conn, self._secret, p.HANDSHAKE_TIMEOUT)
             return True
         except (AuthenticationError, OSError) as exc:
             self.rejected += 1

@@ -1,0 +1,283 @@
+"""Strangers on the control plane and the feed channels during a real training run, and where the secret goes.
+
+One InputMode.SPARK run on a local-cluster: while the nodes hold their first rows, a raw gRPC client (no
+secret, a wrong secret) and raw TCP clients on every feed port (garbage, a wrong HMAC answer, a silent client)
+try their luck. None gets in, training ends with exactly the rows Spark fed, and the cluster secret shows up in
+no log, error text, repr, environment or executor log. Also: what the control server and feed servers bind to.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+import cloudpickle
+import grpc
+import psutil
+import pytest
+
+from tfos import TFCluster
+from tfos._control import server as control
+from tfos._control.reservation import Reservation
+from tfos._feed import protocol as p
+from tfos._feed.client import FeedTarget
+from tfos.errors import ConfigError
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+SPARK = TFCluster.InputMode.SPARK
+
+
+def guarded_count(args, ctx):
+    """Counts and sums the fed rows; after the first batch, waits for the test's attacks to end."""
+    feed = ctx.get_data_feed(train_mode=True)
+    rows, total, waited = 0, 0, False
+    while not feed.should_stop():
+        batch = feed.next_batch(10)
+        if batch and not waited:
+            waited = True
+            deadline = time.monotonic() + 120
+            while not os.path.exists(args["attacked"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        rows += len(batch)
+        total += sum(batch)
+    with open(os.path.join(args["out"], f"count{ctx.worker_num}.json"), "w") as f:
+        json.dump({"rows": rows, "total": total, "rejected": ctx.mgr.rejected}, f)
+
+
+def _raw_grpc_calls(address: str, secret: str) -> list[str]:
+    """Calls the control server as a stranger; returns the error texts (each must be UNAUTHENTICATED)."""
+    texts = []
+    failure = {"worker_num": 0, "role": "worker:0", "message": "forged failure"}
+    with grpc.insecure_channel(address) as channel:
+        for method, request in (("ReportExit", {"worker_num": 0, "failure": failure}),
+                                ("Heartbeat", {"worker_num": 1, "progress": {}}),
+                                ("GetSpec", {"wait": 0})):
+            call = channel.unary_unary(f"/{control.SERVICE}/{method}", request_serializer=control.encode,
+                                       response_deserializer=control.decode)
+            for metadata in ((), (("authorization", "Bearer not-the-secret"),),
+                             (("authorization", secret),),  # the secret without "Bearer ": still refused
+                             (("authorization", f"Bearer {secret[:-1]}"),)):
+                with pytest.raises(grpc.RpcError) as info:
+                    call(request, timeout=10, metadata=metadata)
+                assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED, (method, info.value)
+                texts.append(f"{info.value.details()} {info.value}")
+    return texts
+
+
+def _closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    """Reads until the server closes the connection (True) or ``timeout`` passes (False)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+    finally:
+        sock.close()
+
+
+def _connect(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def _feed_attacks(address: str) -> None:
+    """Garbage, a wrong HMAC answer, an HTTP request and a forged end of feed on one feed port."""
+    garbage = _connect(address)
+    p.recv_exact(garbage, 32)
+    garbage.sendall(os.urandom(32) + b"\x00" * 1000)
+    assert _closed_by_peer(garbage, 30)
+    forged = _connect(address)
+    challenge = bytes(p.recv_exact(forged, 32))
+    forged.sendall(hmac.new(b"guessed-secret", b"tfos-feed" + challenge, hashlib.sha256).digest())
+    try:  # a node that took these would count 1 more row and a total 10**9 too high
+        p.send_json(forged, p.HELLO, {"kind": "train", "epoch": 0, "quota": 1})
+        p.send_pickle(forged, p.ROWS, [10**9])
+        p.send_frame(forged, p.END)
+    except OSError:
+        pass  # already closed
+    assert _closed_by_peer(forged, 30)
+    http = _connect(address)
+    http.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nUser-Agent: curl\r\n\r\n")
+    assert _closed_by_peer(http, 30)
+    ended = _connect(address)  # end_feed without the secret
+    p.recv_exact(ended, 32)
+    ended.sendall(b"\x01" * 32)
+    assert _closed_by_peer(ended, 30)
+
+
+def _tf_processes() -> list[psutil.Process]:
+    run_id = os.environ["TFOS_TEST_RUN_ID"]
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "tfos._node." in " ".join(proc.info["cmdline"] or ()) and \
+                    proc.environ().get("TFOS_TEST_RUN_ID") == run_id:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def _listening(pids: list[int], port: int) -> list[str]:
+    """Local addresses on which one of ``pids`` listens on ``port``."""
+    found = []
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found += [c.laddr.ip.removeprefix("::ffff:")  # gRPC binds IPv4 through IPv4-mapped IPv6 sockets
+                  for c in conns if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    return found
+
+
+def _executor_logs(sc) -> str:
+    spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(__import__("pyspark").__file__)
+    text = ""
+    for path in glob.glob(os.path.join(spark_home, "work", sc.applicationId, "*", "std*")):
+        with open(path, errors="replace") as f:
+            text += f.read()
+    return text
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_strangers_are_refused_during_training_and_the_secret_stays_hidden(spark_local_cluster, tmp_path,
+                                                                           caplog, capfd):
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="tfos")
+    sc = spark_local_cluster.sparkContext
+    marker = tmp_path / "attacked"
+    cluster = TFCluster.run(sc, guarded_count, {"out": str(tmp_path), "attacked": str(marker)}, 2,
+                            input_mode=SPARK)
+    secret = cluster._config.spec.secret
+    seen: dict = {"errors": [], "texts": []}
+
+    silent = [_connect(addr) for addr in cluster._feed_addresses()]  # connected before the feed starts
+
+    def attack() -> None:
+        try:
+            seen["texts"] += _raw_grpc_calls(cluster.server.address, secret)
+            for addr in cluster._feed_addresses():
+                _feed_attacks(addr)
+            procs = _tf_processes()
+            seen["pids"] = [proc.pid for proc in procs]
+            seen["environ"] = "\n".join(f"{k}={v}" for proc in procs for k, v in proc.environ().items())
+            seen["cmdlines"] = "\n".join(" ".join(proc.cmdline()) for proc in procs)
+            seen["feed_binds"] = {addr: _listening(seen["pids"], int(addr.rsplit(":", 1)[1]))
+                                  for addr in cluster._feed_addresses()}
+            seen["silent_dropped"] = [_closed_by_peer(sock, p.HANDSHAKE_TIMEOUT + 30) for sock in silent]
+            marker.write_text("done")
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            seen["errors"].append(exc)
+            marker.write_text("failed")
+
+    attacker = threading.Thread(target=attack, daemon=True)
+    attacker.start()
+    control_port = int(cluster.server.address.rsplit(":", 1)[1])
+    control_binds = _listening([os.getpid()], control_port)
+    reprs = " ".join(repr(x) for x in (cluster._config, cluster._config.spec, cluster._config.settings,
+                                         cluster.cluster_info, cluster.cluster_meta,
+                                         FeedTarget(("a:1",), secret)))
+    cluster.train(sc.parallelize(range(1000), 4), num_epochs=1)
+    cluster.shutdown(timeout=180)
+    attacker.join(120)
+    assert not attacker.is_alive()
+    if seen["errors"]:
+        raise seen["errors"][0]
+
+    counts = [json.load(open(tmp_path / f"count{i}.json")) for i in range(2)]
+    assert [c["rows"] for c in counts] == [500, 500]  # nothing lost, nothing forged
+    assert sum(c["total"] for c in counts) == sum(range(1000))
+    assert all(c["rejected"] >= 5 for c in counts)  # garbage, forged, HTTP, forged end_feed, silent
+    assert seen["silent_dropped"] == [True, True]  # the challenge timeout closed the silent clients
+    assert control_binds == ["127.0.0.1"]  # spark.driver.host, not 0.0.0.0
+    assert all(binds == ["127.0.0.1"] for binds in seen["feed_binds"].values()), seen["feed_binds"]
+
+    out, err = capfd.readouterr()
+    assert "refused a feed connection" in err  # the nodes' warnings reached the driver's stderr
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused a control-plane call" in logs
+    for where, text in {"error texts": " ".join(seen["texts"]), "reprs": reprs, "driver logs": logs,
+                        "driver stdout": out, "driver stderr": err, "TF process environment": seen["environ"],
+                        "TF process command lines": seen["cmdlines"],
+                        "executor logs": _executor_logs(sc)}.items():
+        assert text or where == "driver stdout", f"nothing captured from the {where}"
+        assert secret not in text, f"the cluster secret appears in the {where}"
+
+
+# ----- the feed server alone (no Spark): slow clients and floods ---------------------------------------------
+@pytest.fixture
+def feed_server(monkeypatch):
+    from tfos._feed import server as feed_server_module
+
+    monkeypatch.setattr(p, "HANDSHAKE_TIMEOUT", 1.0)
+    monkeypatch.setattr(feed_server_module, "MAX_PENDING_HANDSHAKES", 2)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv = feed_server_module.FeedServer(sock, "feed-secret")
+    srv.start()
+    yield srv, f"127.0.0.1:{sock.getsockname()[1]}"
+    srv.close()
+
+
+def test_a_trickling_client_is_dropped_at_the_handshake_deadline(feed_server):
+    srv, address = feed_server
+    sock = _connect(address)
+    p.recv_exact(sock, 32)
+    sent, closed = 0, False
+    for _ in range(60):  # one byte every 0.2 s: each read is quick, the whole answer is late
+        try:
+            sock.sendall(b"x")
+            sent += 1
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.2)
+    closed = closed or _closed_by_peer(sock, 10)
+    assert closed and sent < 32 and srv.rejected == 1
+    with p.connect(address, "feed-secret", 10) as good:  # the server still serves
+        p.send_json(good, p.HELLO, {"kind": "end_feed"})
+        assert p.recv_frame(good)[0] == p.ACK
+
+
+def test_a_flood_of_silent_clients_is_capped_and_passes(feed_server):
+    srv, address = feed_server
+    silent = [_connect(address) for _ in range(2)]
+    for sock in silent:
+        p.recv_exact(sock, 32)  # both are being challenged: the cap (2) is reached
+    extra = _connect(address)
+    assert _closed_by_peer(extra, 10)  # closed unread, no challenge sent
+    assert all(_closed_by_peer(sock, 10) for sock in silent)  # dropped at the 1 s deadline
+    with p.connect(address, "feed-secret", 10) as good:
+        p.send_json(good, p.HELLO, {"kind": "end_feed"})
+        assert p.recv_frame(good)[0] == p.ACK
+    assert srv.rejected == 3 and srv.done.is_set()
+
+
+# ----- the control server's bind address (no Spark) ---------------------------------------------------------
+def test_control_server_binds_where_asked_and_advertises_a_reachable_address():
+    every = {"0.0.0.0", "::"}  # gRPC binds 0.0.0.0 as a dual-stack "::" socket
+    for bind, advertise, expected in (("127.0.0.1", None, {"127.0.0.1"}), ("0.0.0.0", "127.0.0.1", every),
+                                      ("::", "127.0.0.1", every)):
+        server = control.ControlServer(Reservation({"worker": [0]}), "s3cret", bind, advertise_host=advertise)
+        server.start()
+        try:
+            binds = _listening([os.getpid()], server.port)
+            assert len(binds) == 1 and binds[0] in expected, binds
+            assert server.address == f"127.0.0.1:{server.port}"  # what nodes are told: never 0.0.0.0
+        finally:
+            server.stop()
+    with pytest.raises(ConfigError, match=r"binds to 0\.0\.0\.0, so it needs an address to give the nodes"):
+        control.ControlServer(Reservation({"worker": [0]}), "s3cret", "0.0.0.0")

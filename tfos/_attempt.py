@@ -15,7 +15,8 @@ import threading
 
 from . import _spark
 from ._control.reservation import Reservation
-from ._control.server import ControlServer, print_lines
+from ._control.server import ControlServer, advertised_host, print_lines
+from ._control.tls import server_material
 from ._node.spark_task import node_partition
 from ._node.supervisor import LaunchSpec, NodePlace, run_node
 from .config import Settings
@@ -55,22 +56,25 @@ def launch(sc, base: LaunchSpec, number: int, settings: Settings, host: str, spa
         base: the cluster's launch spec (its secret and control address are replaced).
         number: the attempt number.
         settings: the cluster's settings.
-        host: the address the control server binds to.
+        host: the address the control server binds to (a wildcard: nodes get ``spark.driver.host``).
         spark_nodes: how many nodes run as Spark tasks (the last ones).
         driver_ps: how many ps nodes run on driver threads (the first ones).
     """
     reservation = Reservation(base.template, node_lost_timeout=settings.node_lost_timeout,
                               hang_timeout=settings.hang_timeout)
     secret = secrets.token_hex(32)
+    shown = advertised_host(host, _spark.conf(sc, "spark.driver.host"))  # never 0.0.0.0
     server = ControlServer(reservation, secret, host, max_workers=max(16, 2 * (spark_nodes + driver_ps) + 4),
-                           log_sink=print_lines if settings.forward_logs else None)
+                           log_sink=print_lines if settings.forward_logs else None, advertise_host=shown,
+                           tls=server_material(settings, shown))
     address = server.start()
-    spec = dataclasses.replace(base, control_address=address, secret=secret, attempt=number)
+    spec = dataclasses.replace(base, control_address=address, secret=secret, attempt=number,
+                               control_cert=server.certificate)
     job = _spark.BackgroundJob(sc, _spark.node_stage(sc, spark_nodes, _spark.bind(node_partition, spec, driver_ps)),
                                f"tfos-{spec.cluster_id}-{number}", f"tfos: {spark_nodes} TF nodes (attempt {number})",
                                on_done=lambda: notify(server))
     driver_nodes = [
-        threading.Thread(target=run_node, args=(spec, NodePlace(i, host, "driver", 0, tuple(sys.path))),
+        threading.Thread(target=run_node, args=(spec, NodePlace(i, shown, "driver", 0, tuple(sys.path))),
                          name=f"tfos-driver-ps-{i}", daemon=True)
         for i in range(driver_ps)
     ]

@@ -27,6 +27,11 @@ max_restarts                   TFOS_MAX_RESTARTS           0          times to r
 progress                       TFOS_PROGRESS               auto       driver progress display: auto (on a terminal,
                                                                       else INFO log lines), on, off
 progress_interval              TFOS_PROGRESS_INTERVAL      10         seconds between progress display updates
+control_tls                    TFOS_CONTROL_TLS            0          serve the control plane over TLS with a certificate
+                                                                      made per cluster (needs ``cryptography``)
+control_tls_cert               TFOS_CONTROL_TLS_CERT       (none)     PEM certificate (chain) for the control server
+                                                                      instead; it must name the driver's address
+control_tls_key                TFOS_CONTROL_TLS_KEY        (none)     PEM private key of control_tls_cert
 =============================  ==========================  =========  ===================================================
 """
 
@@ -64,6 +69,9 @@ class Settings:
     max_restarts: int = 0
     progress: str = "auto"
     progress_interval: float = 10.0
+    control_tls: bool = False
+    control_tls_cert: str = ""
+    control_tls_key: str = ""
 
     def __post_init__(self) -> None:
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
@@ -93,6 +101,12 @@ class Settings:
             raise ConfigError(f"progress must be 'auto', 'on' or 'off', got {self.progress!r} (TFOS_PROGRESS)")
         if self.progress_interval <= 0:
             raise ConfigError(f"progress_interval must be > 0, got {self.progress_interval} (TFOS_PROGRESS_INTERVAL)")
+        if bool(self.control_tls_cert) != bool(self.control_tls_key):
+            raise ConfigError(
+                "control-plane TLS needs both a certificate and its key: set both TFOS_CONTROL_TLS_CERT and "
+                f"TFOS_CONTROL_TLS_KEY (got cert={self.control_tls_cert!r}, key={self.control_tls_key!r}), or "
+                "neither (TFOS_CONTROL_TLS=1 makes a certificate per cluster)."
+            )
         if self.log_tail_lines < 1:
             raise ConfigError(f"log_tail_lines must be >= 1, got {self.log_tail_lines}")
 

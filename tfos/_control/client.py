@@ -29,12 +29,17 @@ class ControlClient:
         address: ``host:port`` of the control server.
         secret: the cluster's secret.
         unavailable_timeout: how long to keep retrying while the server cannot be reached.
+        root_cert: PEM certificate(s) to trust: the server speaks TLS (``TFOS_CONTROL_TLS``); empty: plaintext.
     """
 
-    def __init__(self, address: str, secret: str, unavailable_timeout: float = 30.0) -> None:
+    def __init__(self, address: str, secret: str, unavailable_timeout: float = 30.0, root_cert: bytes = b"") -> None:
         self.address = address
         self.unavailable_timeout = unavailable_timeout
-        self._channel = grpc.insecure_channel(address)
+        self.tls = bool(root_cert)
+        if root_cert:
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert))
+        else:
+            self._channel = grpc.insecure_channel(address)
         self._metadata = (("authorization", f"Bearer {secret}"),)
         self._calls = {
             name: self._channel.unary_unary(
@@ -71,6 +76,8 @@ class ControlClient:
                         f"control call {name} to the driver at {self.address} failed: {code} {details}. "
                         "Likely causes: the driver stopped or crashed, or executors cannot reach the driver's "
                         "address (set TFOS_CONTROL_HOST or spark.driver.host to an address executors can reach)."
+                        + (" With TLS (TFOS_CONTROL_TLS): the driver's certificate must name that address."
+                           if self.tls else "")
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -115,6 +115,11 @@ class ControlServicer:
             return {"command": self.reservation.command_for(int(request["worker_num"]))}
 
 
+def advertised_host(host: str, driver_host: str | None) -> str:
+    """The address nodes are given for a server bound to ``host``: ``driver_host`` when ``host`` is a wildcard."""
+    return driver_host if host in WILDCARDS and driver_host else host
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -140,7 +145,8 @@ class ControlServer:
         host: the address to bind (the driver's address; 0.0.0.0 or :: only when asked, TFOS_CONTROL_HOST).
         max_workers: threads serving calls; each node holds at most one at a time.
         log_sink: called with ``(role, lines, dropped)`` for the output lines nodes forward.
-        advertise_host: the address nodes are told to call, when ``host`` is a wildcard; defaults to ``host``.
+        advertise_host: the address nodes are told to call when ``host`` is a wildcard (ignored otherwise).
+        tls: ``(certificate, private key)`` PEM: serve TLS only (see :mod:`tfos._control.tls`); None: plaintext.
 
     Raises:
         ConfigError: ``host`` is a wildcard address and no ``advertise_host`` was given.
@@ -148,7 +154,8 @@ class ControlServer:
     """
 
     def __init__(self, reservation: Reservation, secret: str, host: str, max_workers: int = 16,
-                 log_sink=None, advertise_host: str | None = None) -> None:
+                 log_sink=None, advertise_host: str | None = None, tls: tuple[bytes, bytes] | None = None
+                 ) -> None:
         if host in WILDCARDS and not advertise_host:
             raise ConfigError(f"the control server binds to {host}, so it needs an address to give the nodes "
                               "(spark.driver.host)")
@@ -167,11 +174,16 @@ class ControlServer:
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         bind_host = _bracket(host)
-        self.port = self._server.add_insecure_port(f"{bind_host}:0")
+        self.certificate = tls[0] if tls else b""  # what nodes must trust; public
+        if tls:
+            credentials = grpc.ssl_server_credentials([(tls[1], tls[0])])
+            self.port = self._server.add_secure_port(f"{bind_host}:0", credentials)
+        else:
+            self.port = self._server.add_insecure_port(f"{bind_host}:0")
         if not self.port:
             raise OSError(f"could not bind the tfos control server to {host}; set TFOS_CONTROL_HOST to an "
                           "address of this machine that the executors can reach")
-        self.address = f"{_bracket(advertise_host or host)}:{self.port}"
+        self.address = f"{_bracket(advertise_host if host in WILDCARDS else host)}:{self.port}"
 
     @property
     def changed(self) -> threading.Condition:
@@ -183,7 +195,7 @@ class ControlServer:
 
     def start(self) -> str:
         self._server.start()
-        logger.info("tfos control server listening on %s", self.address)
+        logger.info("tfos control server listening on %s%s", self.address, " (TLS)" if self.certificate else "")
         return self.address
 
     def stop(self, grace: float = 1.0) -> None:

@@ -66,6 +66,7 @@ class LaunchSpec:
     gpu_lock_dir: str = ""
     attempt: int = 0  # the cluster's restart attempt (0 first), ``ctx.attempt``
     backup_dir: str = ""  # ``ctx.backup_dir``: stable across attempts, for Keras BackupAndRestore
+    control_cert: bytes = dataclasses.field(default=b"", repr=False)  # the control server's TLS certificate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +268,7 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
         feed_sock = bind_feed_socket(place.host)
     info = NodeInfo(place.worker_num, place.host, port, place.executor_id, os.getpid(), place.attempt,
                     feed_sock.getsockname()[1] if feed_sock else 0)
-    client = client_factory(spec.control_address, spec.secret)
+    client = client_factory(spec.control_address, spec.secret, root_cert=spec.control_cert)
     summary = {"worker_num": place.worker_num, "role": role, "outcome": "failed", "exit_code": None}
     try:
         try:

@@ -281,3 +281,63 @@ def test_control_server_binds_where_asked_and_advertises_a_reachable_address():
             server.stop()
     with pytest.raises(ConfigError, match=r"binds to 0\.0\.0\.0, so it needs an address to give the nodes"):
         control.ControlServer(Reservation({"worker": [0]}), "s3cret", "0.0.0.0")
+
+
+# ----- TLS on the control plane -----------------------------------------------------------------------------
+def _tls_strangers(address: str, cert: bytes, secret: str) -> None:
+    """A plaintext client cannot talk to a TLS control server; a TLS client still needs the secret."""
+    request = {"worker_num": 0, "progress": {}}
+    with grpc.insecure_channel(address) as plain:
+        call = plain.unary_unary(f"/{control.SERVICE}/Heartbeat", request_serializer=control.encode,
+                                 response_deserializer=control.decode)
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10, metadata=(("authorization", f"Bearer {secret}"),))
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE  # no TLS handshake, no call
+    with grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=cert)) as tls:
+        call = tls.unary_unary(f"/{control.SERVICE}/Heartbeat", request_serializer=control.encode,
+                               response_deserializer=control.decode)
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10, metadata=(("authorization", "Bearer not-the-secret"),))
+        assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_tls_control_plane_trains_and_refuses_plaintext(spark_local_cluster, tmp_path, monkeypatch):
+    import nodefns
+
+    cloudpickle.register_pickle_by_value(nodefns)
+    monkeypatch.setenv("TFOS_CONTROL_TLS", "1")
+    monkeypatch.setenv("TFOS_CONTROL_HOST", "0.0.0.0")  # asked for: every interface, nodes get 127.0.0.1
+    sc = spark_local_cluster.sparkContext
+    cluster = TFCluster.run(sc, nodefns.mwms_train, {"out": str(tmp_path)}, 2, master_node="chief")
+    try:
+        spec = cluster._config.spec
+        assert spec.control_cert.startswith(b"-----BEGIN CERTIFICATE-----")
+        assert cluster.server.address.startswith("127.0.0.1:")
+        binds = _listening([os.getpid()], int(cluster.server.address.rsplit(":", 1)[1]))
+        assert len(binds) == 1 and binds[0] in ("0.0.0.0", "::"), binds
+        _tls_strangers(cluster.server.address, spec.control_cert, spec.secret)
+    finally:
+        cluster.shutdown(timeout=300)
+    steps = [json.load(open(tmp_path / f"steps{i}.json"))["steps"] for i in range(2)]
+    assert steps == [10, 10]  # 2 epochs x 5 steps on both nodes, over a TLS control plane
+
+
+def test_tls_server_needs_a_client_that_trusts_its_certificate():
+    """No Spark: a client trusting another certificate is refused; the right one gets through."""
+    from tfos._control.client import ControlClient
+    from tfos._control.tls import self_signed
+    from tfos.errors import ControlPlaneError
+
+    cert, key = self_signed("127.0.0.1")
+    other, _ = self_signed("127.0.0.1")
+    server = control.ControlServer(Reservation({"worker": [0]}), "s3cret", "127.0.0.1", tls=(cert, key))
+    server.start()
+    try:
+        with ControlClient(server.address, "s3cret", root_cert=cert) as client:
+            assert client.heartbeat(0)[0] == "run"
+        with ControlClient(server.address, "s3cret", unavailable_timeout=1, root_cert=other) as client:
+            with pytest.raises(ControlPlaneError, match="the driver's certificate must name that address"):
+                client.heartbeat(0)
+    finally:
+        server.stop()

@@ -175,7 +175,9 @@ class TFCluster:
         """Waits for the TF cluster to finish, then stops every node and frees the executors.
 
         With InputMode.TENSORFLOW this waits until every chief/worker node's ``main_fun`` returned, waits
-        ``grace_secs``, then stops the service nodes (ps, evaluator). Unlike TensorFlowOnSpark, a failure or a
+        ``grace_secs``, then stops the service nodes (ps, evaluator). With ``max_restarts``, restarts happen
+        meanwhile and this waits for the last attempt; ``timeout`` counts from the call, across attempts.
+        On any exit (success, failure, timeout, Ctrl-C) every TF process and TensorBoard is stopped. Unlike TensorFlowOnSpark, a failure or a
         timeout raises an exception instead of calling ``sys.exit(1)`` (and stopping the SparkContext).
 
         Args:
@@ -271,13 +273,13 @@ class TFCluster:
     def progress(self) -> list[dict]:
         """The latest progress of every node, from its heartbeats: one dict per node, by ``worker_num``.
 
-        Each dict has ``worker_num``, ``role``, ``exited``, ``idle_secs`` (seconds since the node last made
+        Each dict has ``worker_num``, ``role``, ``attempt`` (see ``max_restarts``), ``exited``, ``idle_secs`` (seconds since the node last made
         progress), ``activity`` (output chunks seen), ``last_line`` (its last output line), the Keras fields
         read from its output (``epoch``/``epochs``, ``step``/``steps``) and whatever main_fun passed to
         ``ctx.report_progress`` (plus ``reports``, the number of calls).
         """
         with self.server.changed:
-            return self._state.progress_table()
+            return [{**row, "attempt": self.attempt} for row in self._state.progress_table()]
 
     def tensorboard_url(self) -> str | None:
         """The URL of the TensorBoard started with ``tensorboard=True``, else None."""
@@ -506,8 +508,23 @@ def run(
       ``AWS_REGION``, ``TFOS_S3_ADDRESSING_STYLE``: from Spark's Hadoop S3A settings
       (``spark.hadoop.fs.s3a.access.key`` etc., see :func:`tfos.fs.s3a_env`), where set, so that
       :func:`tfos.data.tfrecord_dataset` reads the buckets Spark reads. They are never logged.
-    - ``TFOS_WORKER_NUM``, ``TFOS_JOB_NAME``, ``TFOS_TASK_INDEX``, ``TFOS_LOG_DIR``, ``TFOS_ERROR_FILE``;
-      ``PYTHONPATH`` (the executor's ``sys.path``) and ``PYTHONUNBUFFERED=1``.
+    - ``TFOS_WORKER_NUM``, ``TFOS_JOB_NAME``, ``TFOS_TASK_INDEX``, ``TFOS_LOG_DIR``, ``TFOS_ERROR_FILE``,
+      ``TFOS_PROGRESS_FILE`` (where ``ctx.report_progress`` writes); ``PYTHONPATH`` (the executor's ``sys.path``)
+      and ``PYTHONUNBUFFERED=1``.
+
+    Reliability settings (``**settings`` or ``TFOS_*``, see :mod:`tfos.config`):
+
+    - ``max_restarts=N`` (InputMode.TENSORFLOW only): when a node is lost or killed (a signal, a lost executor,
+      no heartbeats, a hang, a peer-communication error), every node of the cluster is stopped and the cluster
+      started again, up to N times; an exception raised by ``main_fun`` itself is never retried (see
+      :mod:`tfos._restart`). ``ctx.attempt`` counts the starts; ``ctx.backup_dir`` stays the same across them,
+      so ``tf.keras.callbacks.BackupAndRestore(ctx.backup_dir)`` resumes from the last completed epoch. It is
+      ``<log_dir>/backup``, else ``<working dir>/tfos_backup/<cluster id>``: on several hosts, it must be on a
+      file system every node sees (NFS, or a ``log_dir`` TensorFlow writes to directly).
+    - ``hang_timeout=S``: a chief/worker node that shows no progress for S seconds (no output, no Keras step,
+      no ``ctx.report_progress`` call) fails the run with a message naming it and its last output line.
+    - ``progress="auto"|"on"|"off"``: the driver's per-node progress lines every ``progress_interval`` seconds
+      (on stderr when it is a terminal, else INFO log records); ``TFCluster.progress()`` returns the same data.
 
     Args:
         sc: a SparkContext or classic SparkSession.

@@ -45,11 +45,39 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="tfos-parent-watch", daemon=True).start()
 
 
+LEGACY_KERAS_HINT = (
+    "tfos sets TF_USE_LEGACY_KERAS=1 in the TF process so that tf.keras is tf-keras (Keras 2), but the tf_keras "
+    "package cannot be imported on this executor. Install it in the executors' Python: pip install tf-keras "
+    "(the release matching tensorflow's, e.g. tf-keras==2.21.*), or set TFOS_LEGACY_KERAS=0 "
+    "(TFCluster.run(..., legacy_keras=False)) to use Keras 3."
+)
+
+
+def _missing_tf_keras(exc: BaseException) -> bool:
+    if not isinstance(exc, ImportError) or os.environ.get("TF_USE_LEGACY_KERAS", "").lower() not in ("1", "true"):
+        return False
+    return exc.name == "tf_keras" or "tf_keras" in str(exc) or "Keras cannot be imported" in str(exc)
+
+
+def _load(cloudpickle, data: bytes, what: str):
+    """Unpickles main_fun or tf_args; a failure (its module fails to import here) gets a note saying so."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:
+        exc.add_note(
+            f"This happened while loading {what} in the TF process, before it ran: a module it needs failed to "
+            f"import here. Functions defined in an importable module are pickled by reference, so that module "
+            "must import cleanly on the executors (ship it with --py-files or sc.addPyFile, and keep its "
+            "import-time code free of driver-only resources)."
+        )
+        raise
+
+
 def write_error(path: str | None, exc: BaseException) -> None:
-    """Records the exception for the supervisor (torchelastic's error-file idea)."""
+    """Records the exception for the supervisor (torchelastic's error-file idea), with its notes (hints)."""
     if not path:
         return
-    message = f"{type(exc).__name__}: {exc}"
+    message = f"{type(exc).__name__}: {exc}" + "".join(f"\n{note}" for note in getattr(exc, "__notes__", ()))
     data = sys.modules.get("tfos.data")  # loaded if main_fun read TFRecords through it
     if data is not None:
         try:
@@ -100,8 +128,8 @@ def main() -> int:
             sys.path[:0] = [p for p in payload["sys_path"] if p not in sys.path]
         if payload.get("chdir"):
             os.chdir(payload["chdir"])
-        fn = cloudpickle.loads(payload["fn"])
-        args = cloudpickle.loads(payload["args"])
+        fn = _load(cloudpickle, payload["fn"], "main_fun")
+        args = _load(cloudpickle, payload["args"], "tf_args")
         ctx = _build_context(payload["ctx"], payload.get("tmp_fd"), payload.get("feed_fd"), payload.get("secret"))
         if isinstance(args, list):
             # TensorFlowOnSpark passes an argv list as sys.argv too, so argparse in main_fun works unchanged.
@@ -114,6 +142,8 @@ def main() -> int:
             write_error(error_file, exc)
         return code
     except BaseException as exc:  # noqa: BLE001 - everything the user code raises is reported
+        if _missing_tf_keras(exc):
+            exc.add_note(LEGACY_KERAS_HINT)
         write_error(error_file, exc)
         traceback.print_exc()
         return 1

@@ -142,6 +142,7 @@ class TFCluster:
     def _await_reservations(self, timeout: float) -> None:
         ok = self._wait(lambda: self._state.phase is not Phase.RESERVING, timeout)
         if self._state.phase is Phase.FAILED:
+            self._closing = True  # run() raises this failure: the monitor must not restart the cluster
             error = self._failed("The TF cluster failed while starting.")
             self._teardown()
             raise error
@@ -311,6 +312,7 @@ class TFCluster:
             # A node that died makes its feeding tasks fail first; wait briefly for its own report.
             self._wait(lambda: False, 3 * self._config.settings.heartbeat_interval + 2)
         if self._state.phase is Phase.FAILED:
+            self._closing = True
             job.cancel()
             job.join(30)
             error = self._failed(f"A TF node failed during '{description}'.")

@@ -214,6 +214,17 @@ def test_scalar_column_with_several_values_says_what_to_do(spark_local_cluster, 
         dfutil.loadTFRecords(spark, out, schema="v long").collect()
 
 
+def test_ml_vectors_are_written_as_float_lists(spark_local_cluster, tmp_path):
+    from pyspark.ml.linalg import Vectors
+
+    df = spark_local_cluster.createDataFrame(
+        [(1, Vectors.dense([1.0, 2.5])), (2, Vectors.sparse(4, [1, 3], [5.0, 6.0])), (3, None)], ["id", "vec"])
+    out = str(tmp_path / "vec")
+    dfutil.saveAsTFRecords(df, out)
+    back = dfutil.loadTFRecords(spark_local_cluster, out)
+    assert [r["vec"] for r in _rows(back)] == [[1.0, 2.5], [0.0, 5.0, 0.0, 6.0], None]
+
+
 def test_tfos_row_helpers_with_rdds(spark_local_cluster):
     df = spark_local_cluster.createDataFrame([(1, [1.0, 2.0], "a"), (2, [3.0], "b")], "id long, v array<float>, s string")
     records = df.rdd.mapPartitions(dfutil.toTFExample(df.dtypes))

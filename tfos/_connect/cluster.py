@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from typing import Any, Callable, Sequence
@@ -202,12 +203,7 @@ class ConnectCluster:
         """The node stage's rows by worker_num; a failed stage becomes a ClusterFailedError."""
         if self._job.error is not None:
             self._closed = True
-            text = self._job.error_text()
-            self._failures = [NodeFailure(-1, "spark job", time=time.time(), message=(
-                f"the Spark stage running the TF nodes failed: {text}\nUnder Spark Connect node 0 (worker_num 0, "
-                "the first task of the stage) hosts the TF cluster's control server: when its task or executor "
-                "is lost, the stage fails and the other nodes stop once they lose the control server. See the "
-                "failed task's executor log."))]
+            self._failures = [stage_failure(self._job.error_text())]
             raise ClusterFailedError(self._failures, context) from self._job.error
         rows = sorted((json.loads(r.summary) for r in self._job.results or []), key=lambda r: r["worker_num"])
         if not rows or rows[0]["worker_num"] != 0:
@@ -329,6 +325,23 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
     if input_mode == SPARK_MODE:
         cluster._await_start(config.reservation_timeout + 120)
     return cluster
+
+
+def stage_failure(text: str) -> NodeFailure:
+    """The failure of a node stage that Spark failed (a task's Python worker crashed, an executor was lost).
+
+    Spark names the barrier task that failed first (``ResultTask(stage, partition)``): partition ``i`` is node
+    ``i``. The JVM stack trace is cut; the executor's log has it.
+    """
+    match = re.search(r"barrier task ResultTask\(\d+, (\d+)\)", text)
+    node = int(match.group(1)) if match else -1
+    short = text.split("\n\tat ", 1)[0].strip()
+    which = f" because the Spark task of node {node} ended unsuccessfully" if match else ""
+    return NodeFailure(node, "" if match else "spark job", time=time.time(), message=(
+        f"the Spark stage running the TF nodes failed{which}: {short}\nUnder Spark Connect node 0 (worker_num 0, "
+        "the stage's first task) hosts the TF cluster's control server: when its task or executor is lost the "
+        "stage fails, and the other nodes stop once they lose the control server. The failed task's executor "
+        "log has the details."))
 
 
 def _pickle(cloudpickle, obj: Any, what: str, hint: str) -> bytes:

@@ -1,0 +1,142 @@
+"""tfos from a Spark Connect session: a real Connect server (local-cluster master, 2 executors) in its own
+process; this test process is only a Connect client, with no SparkContext.
+
+Covers InputMode.TENSORFLOW training, a node failure with its traceback, the Spark feed (DataFrame train and
+inference back to a DataFrame), a failure while feeding, node 0's own task dying, TFParallel, and the errors
+for what Connect cannot do.
+"""
+
+import json
+import os
+
+import cloudpickle
+import pytest
+
+import nodefns
+import nodefns_connect
+from connect_server import ConnectServer, client_session, forget_connect_client
+from conftest import DRIVER_CONF, LOCAL_CLUSTER_MASTER
+from tfos import TFCluster, TFParallel
+from tfos.errors import ClusterFailedError, ConfigError
+
+cloudpickle.register_pickle_by_value(nodefns)
+cloudpickle.register_pickle_by_value(nodefns_connect)
+SPARK = TFCluster.InputMode.SPARK
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+
+
+@pytest.fixture(scope="module")
+def connect(spark_sessions, tmp_path_factory):
+    """A Connect client session on a Connect server whose application runs on ``local-cluster[2,1,1024]``."""
+    spark_sessions.stop()  # no classic session beside the Connect client
+    log = tmp_path_factory.mktemp("connect") / "server.log"
+    server = ConnectServer(LOCAL_CLUSTER_MASTER, DRIVER_CONF, str(log)).start()
+    spark = None
+    try:
+        spark = client_session(server.url)
+        yield spark
+    finally:
+        if spark is not None:
+            spark.stop()
+        server.stop()
+        forget_connect_client()
+
+
+def test_the_session_is_a_connect_client(connect):
+    assert type(connect).__module__.startswith("pyspark.sql.connect")
+    with pytest.raises(Exception):
+        connect.sparkContext  # noqa: B018 - Connect has none
+
+
+def test_mnist_like_training_with_input_mode_tensorflow(connect, tmp_path):
+    cluster = TFCluster.run(connect, nodefns_connect.digits_train, {"out": str(tmp_path)}, 2, master_node="chief")
+    assert cluster.sc is None
+    cluster.shutdown(timeout=300)
+    chief, worker = (json.load(open(tmp_path / f"digits{i}.json")) for i in range(2))
+    assert (chief["job_name"], worker["job_name"]) == ("chief", "worker")
+    assert chief["tf_config"]["cluster"] == worker["tf_config"]["cluster"]
+    assert len(chief["tf_config"]["cluster"]["worker"]) == 1 and chief["num_workers"] == 2
+    assert chief["steps"] == worker["steps"] == 60
+    assert chief["accuracy"] > 0.5  # 10 classes: it learned
+    assert chief["default_fs"] == "file://"
+    assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
+    assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0", "1"}
+
+
+def test_node_failure_comes_back_with_its_traceback(connect):
+    cluster = TFCluster.run(connect, nodefns_connect.fail_on, {"fail": 1, "others_sleep": 120}, 2,
+                            stop_grace_secs=2)
+    with pytest.raises(ClusterFailedError, match=(
+            r"(?s)Root cause \(first observed failure\): node 1, worker:1.*exit code 1.*"
+            r"ValueError: connect boom on node 1.*Traceback.*nodefns_connect.py.*Other nodes:.*"
+            r"\[node 0\]: stopped because the cluster failed")) as info:
+        cluster.shutdown(timeout=120)
+    root = info.value.root_cause
+    assert root.worker_num == 1 and "marker line before the failure" in root.log_tail
+    with pytest.raises(ClusterFailedError, match="connect boom"):  # shutdown again reports it again
+        cluster.shutdown()
+
+
+def test_dataframe_feed_train_and_inference(connect, tmp_path):
+    rows = [(p, [float(i % 7)] * 4, i % 2) for p, n in enumerate([50, 3, 27]) for i in range(n)]
+    df = connect.createDataFrame(rows, "p int, x array<float>, label long").repartition(3, "p").drop("p")
+    cluster = TFCluster.run(connect, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 2}, 2, input_mode=SPARK,
+                            master_node="chief")
+    assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
+    assert all(n["feed_addr"] for n in cluster.cluster_info) and cluster.cluster_meta["server_addr"]
+    with pytest.raises(ConfigError, match=r"under Spark Connect there is no SparkContext.*pass a DataFrame"):
+        cluster.train([(1, [1.0] * 4, 0)])
+    cluster.train(df, num_epochs=2)
+    cluster.shutdown(timeout=300)
+    steps = [json.load(open(tmp_path / f"fit{i}.json"))["steps"] for i in range(2)]
+    assert steps[0] == steps[1] and 10 <= steps[0] <= 12  # 40 rows per node per epoch, as in classic mode
+
+    cluster = TFCluster.run(connect, nodefns.feed_double_arrays, {}, 2, input_mode=SPARK)
+    try:
+        out = cluster.inference(connect.range(0, 61, 1, 3).toDF("id"), schema="doubled long")
+        assert [r.doubled for r in out.collect()] == [2 * i for i in range(61)]
+        with pytest.raises(ConfigError, match="needs schema="):
+            cluster.inference(connect.range(3))
+    finally:
+        cluster.shutdown(timeout=120)
+
+
+def test_a_bad_row_while_feeding_fails_with_the_root_cause(connect, tmp_path):
+    rows = [([1.0] * (3 if i == 7 else 4), i % 2) for i in range(20)]
+    df = connect.createDataFrame(rows, "x array<float>, label long").coalesce(1)
+    cluster = TFCluster.run(connect, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 1}, 2, input_mode=SPARK,
+                            master_node="chief", stop_grace_secs=2)
+    with pytest.raises(ClusterFailedError, match=r"(?s)Root cause.*node 0, chief:0.*column 'x'.*expected shape \(4,\)"):
+        cluster.train(df, num_epochs=1)  # raises here if node 0 failed before the feed job ended,
+        cluster.shutdown(timeout=60)  # else here
+    with pytest.raises(ClusterFailedError, match=r"column 'x'"):
+        cluster.shutdown(timeout=60)
+
+
+def test_node_0_losing_its_task_fails_the_cluster_clearly(connect):
+    # Node 0's task hosts the control server; killing that Python worker fails the barrier stage.
+    cluster = TFCluster.run(connect, nodefns_connect.kill_own_supervisor, {"others_sleep": 300}, 2,
+                            stop_grace_secs=2)
+    with pytest.raises(ClusterFailedError, match=(
+            r"(?s)Root cause \(first observed failure\): node 0\n.*the Spark stage running the TF nodes failed "
+            r"because the Spark task of node 0 ended unsuccessfully: .*Python worker exited unexpectedly.*"
+            r"node 0 \(worker_num 0.*hosts the TF cluster's control server")):
+        cluster.shutdown(timeout=300)
+
+
+def test_tfparallel(connect):
+    results = TFParallel.run(connect, nodefns_connect.parallel_square, {"x": 3}, 2)
+    assert results == [{"worker_num": i, "num_workers": 2, "square": 9} for i in range(2)]
+    with pytest.raises(ClusterFailedError, match=r"(?s)1 of 2 TFParallel instances failed.*connect boom on node 1"):
+        TFParallel.run(connect, nodefns_connect.fail_on, {"fail": 1}, 2, use_barrier=False)
+
+
+def test_what_connect_cannot_do_is_refused_with_the_reason(connect):
+    with pytest.raises(ConfigError, match=r"driver_ps_nodes=True is not supported with a Spark Connect session"):
+        TFCluster.run(connect, nodefns.record_ctx, {}, 2, num_ps=1, driver_ps_nodes=True)
+    cluster = TFCluster.run(connect, nodefns_connect.parallel_square, {"x": 1}, 1)
+    with pytest.raises(ConfigError, match=r"needs a cluster started with input_mode=InputMode.SPARK"):
+        cluster.train(connect.range(3))
+    cluster.shutdown(timeout=120)
+    assert os.environ.get("SPARK_CONNECT_MODE_ENABLED") == "1"  # the client sets it; the fixture removes it

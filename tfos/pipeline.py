@@ -387,7 +387,7 @@ class TFEstimator(Estimator, TFParams, HasInputMapping, HasOutputMapping, HasClu
         columns = sorted(self.getInputMapping()) or list(dataset.columns)
         if mode == InputMode.TENSORFLOW:
             local_args.tfrecord_dir = _export_tfrecords(dataset, columns, local_args.tfrecord_dir)
-        sc = dataset.sparkSession.sparkContext
+        sc = dataset.sparkSession  # classic or Spark Connect: TFCluster.run and TFParallel.run take either
         tf_args = _tf_args(self.args, local_args)
         cluster = TFCluster.run(sc, self.train_fn, tf_args, local_args.cluster_size, local_args.num_ps,
                                 local_args.tensorboard, mode, driver_ps_nodes=local_args.driver_ps_nodes,

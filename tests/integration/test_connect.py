@@ -14,13 +14,16 @@ import pytest
 
 import nodefns
 import nodefns_connect
+import nodefns_more
 from connect_server import ConnectServer, client_session, forget_connect_client
 from conftest import DRIVER_CONF, LOCAL_CLUSTER_MASTER
 from tfos import TFCluster, TFParallel
 from tfos.errors import ClusterFailedError, ConfigError
+from tfos.pipeline import TFEstimator, TFModel
 
 cloudpickle.register_pickle_by_value(nodefns)
 cloudpickle.register_pickle_by_value(nodefns_connect)
+cloudpickle.register_pickle_by_value(nodefns_more)
 SPARK = TFCluster.InputMode.SPARK
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
@@ -130,6 +133,22 @@ def test_tfparallel(connect):
     assert results == [{"worker_num": i, "num_workers": 2, "square": 9} for i in range(2)]
     with pytest.raises(ClusterFailedError, match=r"(?s)1 of 2 TFParallel instances failed.*connect boom on node 1"):
         TFParallel.run(connect, nodefns_connect.fail_on, {"fail": 1}, 2, use_barrier=False)
+
+
+def test_tfestimator_fit_then_tfmodel_transform(connect, tmp_path):
+    rows = [(i, [float((i * 7 + j) % 5) - 2 for j in range(4)], i % 2) for i in range(60)]
+    df = connect.createDataFrame(rows, "id long, features array<float>, label long").repartition(2)
+    export_dir = str(tmp_path / "export")
+    estimator = (TFEstimator(nodefns_more.pipeline_train, {"lr": 0.05, "out": str(tmp_path), "epochs": 9})
+                 .setInputMapping({"features": "features", "label": "label"})
+                 .setOutputMapping({"logits": "prediction"})
+                 .setClusterSize(2).setEpochs(1).setBatchSize(8).setExportDir(export_dir))
+    model = estimator.fit(df)
+    assert isinstance(model, TFModel) and model.getExportDir() == export_dir
+    merged = [json.loads((tmp_path / f"merged{i}.json").read_text()) for i in range(2)]
+    assert merged[0]["steps"] == merged[1]["steps"] > 0 and merged[0]["epochs"] == 1
+    out = model.transform(df).collect()
+    assert len(out) == 60 and all(len(r.prediction) == 2 for r in out)
 
 
 def test_what_connect_cannot_do_is_refused_with_the_reason(connect):

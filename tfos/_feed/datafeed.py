@@ -11,12 +11,13 @@ from __future__ import annotations
 import queue
 from typing import Any, Sequence
 
+from ..errors import DataError
 from .server import POLL, Chunk, FeedServer
 
 _END = object()
 
 
-class FeedDataError(ValueError):
+class FeedDataError(DataError):
     """A fed row does not match the expected shape or type."""
 
 
@@ -82,7 +83,7 @@ class DataFeed:
             rows += take
         if not parts:
             return {}
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return {key: np.concatenate(_same_shapes(parts, key)) for key in parts[0]}
 
     def should_stop(self) -> bool:
         """True once the feed was terminated, or ended (``shutdown``) and everything was read."""
@@ -160,6 +161,24 @@ class DataFeed:
         return self._held
 
 
+def _where(key) -> str:
+    return f"column {key!r}" if isinstance(key, str) else f"field {key!r}"
+
+
+def _same_shapes(parts: list, key) -> list:
+    """The arrays of ``key`` from each part, checked to agree on the shape of one row."""
+    try:
+        arrays = [part[key] for part in parts]
+    except KeyError:
+        raise FeedDataError(f"fed rows differ in their fields: {sorted(map(str, parts[0]))} in one batch, "
+                            f"{next(sorted(map(str, p)) for p in parts if key not in p)} in another") from None
+    shapes = {arr.shape[1:] for arr in arrays}
+    if len(shapes) > 1:
+        raise FeedDataError(f"{_where(key)}: fed rows have shapes {sorted(shapes)} in one next_arrays() batch; "
+                            "every row must have the same shape (pad or cut them before feeding)")
+    return arrays
+
+
 def _chunk_arrays(chunk: Chunk) -> dict:
     import numpy as np
 
@@ -168,9 +187,37 @@ def _chunk_arrays(chunk: Chunk) -> dict:
         return {name: _arrow_array(batch.column(i), name, None) for i, name in enumerate(batch.schema.names)}
     first = chunk.data[0]
     if not isinstance(first, (dict, tuple, list)):
-        return {0: np.asarray(chunk.data)}  # scalar rows
+        return {0: _stack(chunk.data, 0)}  # scalar rows
     keys = list(first) if isinstance(first, dict) else list(range(len(first)))
-    return {key: np.asarray([_field(row, key) for row in chunk.data]) for key in keys}
+    out = {}
+    for key in keys:
+        try:
+            values = [_field(row, key) for row in chunk.data]
+        except (KeyError, IndexError):
+            bad = next(i for i, row in enumerate(chunk.data) if not _has_field(row, key))
+            raise FeedDataError(f"fed row {bad} of a batch has no {_where(key)}; every row must have the fields "
+                                f"of the first one ({keys})") from None
+        out[key] = _stack(values, key)
+    return out
+
+
+def _has_field(row, key) -> bool:
+    try:
+        _field(row, key)
+        return True
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def _stack(values: list, key):
+    import numpy as np
+
+    try:
+        return np.asarray(values)
+    except ValueError:
+        shapes = sorted({np.shape(v) for v in values})
+        raise FeedDataError(f"{_where(key)}: fed rows have shapes {shapes} in one batch; every row must have "
+                            "the same shape (pad or cut them before feeding)") from None
 
 
 def _rows_of(chunk: Chunk) -> list:

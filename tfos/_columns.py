@@ -41,6 +41,10 @@ _SUPPORTED = ("integer types, boolean, float, double, string, binary, arrays of 
 _FLOAT_SCALAR = _example.packed_feature(FLOAT, b"\0\0\0\0")[:-4]  # Feature{float_list{value: <4 bytes>}} head
 
 
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
 def _is_vector(dtype: DataType) -> bool:
     return type(dtype).__name__ == "VectorUDT"
 
@@ -93,7 +97,7 @@ def infer_schema(examples: Iterable[dict], binary_features: Sequence[str] = ()) 
         for name, (kind, values) in example.items():
             known = kinds.get(name)
             if kind is not None and known is not None and kind != known:
-                raise DataError(f"Feature {name!r} is an {known} list in some records and a {kind} list in "
+                raise DataError(f"Feature {name!r} is {_a(known)} list in some records and {_a(kind)} list in "
                                 f"record {number} of the sample: the files do not share one schema. Read them "
                                 "separately, or pass a schema.")
             kinds[name] = known or kind
@@ -249,8 +253,8 @@ class BatchBuilder:
                 continue
             found, items = value
             if found is not None and found != kind:
-                raise DataError(f"{where}: record {first + offset} has feature {field.name!r} as an {found} list, "
-                                f"but its column is {field.dataType.simpleString()} (an {kind} list): the files do "
+                raise DataError(f"{where}: record {first + offset} has feature {field.name!r} as {_a(found)} list, "
+                                f"but its column is {field.dataType.simpleString()} ({_a(kind)} list): the files do "
                                 "not share one schema. Read them separately, or pass a schema that fits.")
             if not array and len(items) > 1:
                 raise DataError(f"{where}: record {first + offset} has {len(items)} values in feature "

@@ -227,7 +227,7 @@ def test_batch_builder_converts_to_the_schema():
     (_schema(v=LongType()), {"v": ("int64", [1, 2])},
      r"f.tfrecord: record 3 has 2 values in feature 'v', but its column is the scalar bigint"),
     (_schema(v=LongType()), {"v": ("float", np.ones(1, np.float32))},
-     r"record 3 has feature 'v' as an float list, but its column is bigint"),
+     r"record 3 has feature 'v' as a float list, but its column is bigint \(an int64 list\)"),
     (_schema(v=StringType()), {"v": ("bytes", [b"\xff"])}, r"does not fit column type string.*binary_features"),
     (_schema(v=IntegerType()), {"v": ("int64", [2 ** 40])}, r"feature 'v' \(records 3..3\) does not fit column "
                                                            r"type int"),

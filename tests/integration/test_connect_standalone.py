@@ -1,0 +1,50 @@
+"""tfos from a Spark Connect session whose server runs on the standalone test cluster (2 workers x 1 core):
+the deployment the README describes (a Connect server started on a standalone cluster, clients with
+``--remote``/``SPARK_REMOTE``)."""
+
+import json
+
+import cloudpickle
+import pytest
+
+import nodefns
+from connect_server import ConnectServer, client_session, forget_connect_client
+from conftest import DRIVER_CONF, STANDALONE_CONF
+from tfos import TFCluster
+
+cloudpickle.register_pickle_by_value(nodefns)
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+
+
+@pytest.fixture(scope="module")
+def connect_standalone(spark_sessions, standalone_cluster, tmp_path_factory):
+    spark_sessions.stop()  # the standalone cluster's 2 cores go to the Connect server's application
+    log = tmp_path_factory.mktemp("connect-standalone") / "server.log"
+    server = ConnectServer(standalone_cluster.master_url, {**DRIVER_CONF, **STANDALONE_CONF}, str(log)).start()
+    spark = None
+    try:
+        spark = client_session(server.url)
+        yield spark
+    finally:
+        if spark is not None:
+            spark.stop()
+        server.stop()
+        forget_connect_client()
+
+
+def test_tensorflow_mode_and_inference_on_standalone(connect_standalone, tmp_path):
+    spark = connect_standalone
+    assert spark.conf.get("spark.master").startswith("spark://")
+    cluster = TFCluster.run(spark, nodefns.mwms_train, {"out": str(tmp_path)}, 2, master_node="chief")
+    cluster.shutdown(timeout=300)
+    steps = [json.load(open(tmp_path / f"steps{i}.json")) for i in range(2)]
+    assert [s["job_name"] for s in steps] == ["chief", "worker"] and steps[0]["steps"] == steps[1]["steps"] == 10
+    assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0", "1"}  # one node per executor
+
+    cluster = TFCluster.run(spark, nodefns.feed_double_arrays, {}, 2, input_mode=TFCluster.InputMode.SPARK)
+    try:
+        out = cluster.inference(spark.range(0, 40, 1, 4).toDF("id"), schema="doubled long").collect()
+        assert [r.doubled for r in out] == [2 * i for i in range(40)]
+    finally:
+        cluster.shutdown(timeout=120)

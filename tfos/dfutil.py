@@ -48,6 +48,7 @@ __all__ = ["fromTFExample", "infer_schema", "isLoadedDF", "loadTFRecords", "regi
 SAVE_MODES = ("append", "overwrite", "errorifexists", "ignore")
 _MODE_ALIASES = {"error": "errorifexists", "default": "errorifexists"}
 _loaded: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # DataFrame -> the paths it was loaded from
+loadedDF = _loaded  # TensorFlowOnSpark's name: DataFrames from loadTFRecords -> their source paths (a list)
 # The text of a tfos error raised in a Spark task, inside the error Spark raises on the driver.
 _REMOTE_ERROR = re.compile(
     r"tfos\.errors\.(DataError|StorageError|ConfigError): (.*?)(?:\n\n|\n\tat |\nJVM |\n SQLSTATE|$)", re.S)

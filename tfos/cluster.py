@@ -418,6 +418,7 @@ class TFCluster:
 
     def _after_failure(self, attempt: Attempt) -> bool:
         """Restarts the cluster if the failure allows it (returns True: keep watching), else ends the run."""
+        seen = time.monotonic()
         failures = self._settle(attempt)
         settings = self._config.settings
         decision = decide(failures, attempt.number, settings.max_restarts, self.input_mode == InputMode.SPARK)
@@ -427,6 +428,8 @@ class TFCluster:
                 print(f"tfos: the TF cluster failed ({decision.reason}); restarting it", file=sys.stderr)
                 try:
                     self._restart(attempt, decision.reason)
+                    logger.info("TF cluster %s: attempt %s launched %.1fs after the failure was seen",
+                                self.cluster_id, self.attempt, time.monotonic() - seen)
                     return True
                 except Exception as exc:  # noqa: BLE001 - reported as the run's failure
                     failures.append(NodeFailure(-1, "driver", time=time.time(),
@@ -444,8 +447,11 @@ class TFCluster:
     def _restart(self, old: Attempt, reason: str) -> None:
         """Stops every node of ``old`` and its server, then launches the next attempt (caller holds the lock)."""
         settings = self._config.settings
+        started = time.monotonic()
         _attempt.stop(old, settings)
         old.server.stop()
+        logger.info("TF cluster %s: attempt %s stopped in %.1fs", self.cluster_id, old.number,
+                    time.monotonic() - started)
         self.restarts.append(reason)
         _spark.check_placement(self.sc, self._config.spark_nodes, settings.slot_wait_timeout)
         new = _attempt.launch(self.sc, self._config.spec, old.number + 1, settings, self._config.host,

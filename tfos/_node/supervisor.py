@@ -223,13 +223,15 @@ def tensorboard_node(template: Mapping[str, list]) -> int:
 
 
 def start_tensorboard(log_dir: str, host: str) -> tuple[subprocess.Popen, int]:
-    """Starts the tensorboard package's server for ``log_dir`` on a free port of ``host``."""
+    """Starts the tensorboard package's server for ``log_dir`` on a free port of ``host``; it exits with this
+    process (see ``tfos._node.tensorboard``)."""
     os.makedirs(log_dir, exist_ok=True)
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", log_dir, "--host", host, "--port", str(port)],
+        [sys.executable, "-m", "tfos._node.tensorboard", str(os.getpid()), "--logdir", log_dir, "--host", host,
+         "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     return proc, port

@@ -178,8 +178,9 @@ class TFCluster:
         With InputMode.TENSORFLOW this waits until every chief/worker node's ``main_fun`` returned, waits
         ``grace_secs``, then stops the service nodes (ps, evaluator). With ``max_restarts``, restarts happen
         meanwhile and this waits for the last attempt; ``timeout`` counts from the call, across attempts.
-        On any exit (success, failure, timeout, Ctrl-C) every TF process and TensorBoard is stopped. Unlike TensorFlowOnSpark, a failure or a
-        timeout raises an exception instead of calling ``sys.exit(1)`` (and stopping the SparkContext).
+        On any exit (success, failure, timeout, Ctrl-C) every TF process and TensorBoard is stopped. Unlike
+        TensorFlowOnSpark, a failure or a timeout raises an exception instead of calling ``sys.exit(1)`` (and
+        stopping the SparkContext).
 
         Args:
             ssc: not supported (Spark Streaming's DStreams are gone from Spark 4); must be None.
@@ -377,6 +378,17 @@ class TFCluster:
             self.server.stop()
 
     def _monitor(self) -> None:
+        """Runs :meth:`_watch`; if it ever breaks, the run fails with that error instead of waiting forever."""
+        try:
+            self._watch()
+        except Exception as exc:  # noqa: BLE001 - shutdown() waits on this thread's verdict
+            logger.exception("tfos monitor thread failed")
+            failure = NodeFailure(-1, "driver", time=time.time(), message=f"tfos's monitor thread failed: {exc!r}")
+            self._final = ClusterFailedError([failure], "The TF cluster was stopped.")
+            self._closing = True
+            self._abort(failure.message)
+
+    def _watch(self) -> None:
         """Driver-side watch over the current attempt: lost or hung nodes, a Spark job that ended before the
         nodes did, a restarted attempt's reservation; on a failure, restarts the cluster or ends the run."""
         interval = self._config.settings.heartbeat_interval

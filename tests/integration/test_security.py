@@ -29,7 +29,7 @@ from tfos._control import server as control
 from tfos._control.reservation import Reservation
 from tfos._feed import protocol as p
 from tfos._feed.client import FeedTarget
-from tfos.errors import ConfigError
+from tfos.errors import AuthenticationError, ConfigError
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 SPARK = TFCluster.InputMode.SPARK
@@ -109,11 +109,11 @@ def _feed_attacks(address: str) -> None:
         pass  # already closed
     assert _closed_by_peer(forged, 30)
     http = _connect(address)
-    http.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nUser-Agent: curl\r\n\r\n")
+    http.sendall(b"GET /metrics HTTP/1.1\r\nHost: node\r\nAccept: */*\r\nUser-Agent: curl/8.5\r\n\r\n")
     assert _closed_by_peer(http, 30)
     ended = _connect(address)  # end_feed without the secret
     p.recv_exact(ended, 32)
-    ended.sendall(b"\x01" * 32)
+    ended.sendall(b"\x01" * 64)
     assert _closed_by_peer(ended, 30)
 
 
@@ -246,7 +246,7 @@ def test_a_trickling_client_is_dropped_at_the_handshake_deadline(feed_server):
             break
         time.sleep(0.2)
     closed = closed or _closed_by_peer(sock, 10)
-    assert closed and sent < 32 and srv.rejected == 1
+    assert closed and sent < 64 and srv.rejected == 1
     with p.connect(address, "feed-secret", 10) as good:  # the server still serves
         p.send_json(good, p.HELLO, {"kind": "end_feed"})
         assert p.recv_frame(good)[0] == p.ACK
@@ -264,6 +264,38 @@ def test_a_flood_of_silent_clients_is_capped_and_passes(feed_server):
         p.send_json(good, p.HELLO, {"kind": "end_feed"})
         assert p.recv_frame(good)[0] == p.ACK
     assert srv.rejected == 3 and srv.done.is_set()
+
+
+def test_a_feed_client_refuses_a_server_without_the_secret():
+    """A process on a node's port that does not hold the secret gets no rows, and its replies are never read."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    got = []
+
+    def impostor():
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(os.urandom(32))
+            got.append(bytes(p.recv_exact(conn, 64)))  # the client's answer and its own challenge
+            conn.sendall(os.urandom(32))  # cannot make the proof
+            conn.settimeout(5)
+            try:
+                got.append(conn.recv(1024))  # what the client sends next: nothing
+            except OSError:
+                got.append(b"")
+
+    thread = threading.Thread(target=impostor, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(AuthenticationError, match=r"the feed server at 127\.0\.0\.1:\d+ did not prove it holds "
+                                                      r"the cluster secret.*No data was sent to it"):
+            p.connect(address, "feed-secret", 10)
+        thread.join(10)
+    finally:
+        listener.close()
+    assert got[1] == b""
 
 
 # ----- the control server's bind address (no Spark) ---------------------------------------------------------

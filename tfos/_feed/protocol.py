@@ -1,9 +1,12 @@
 """The feed channel's wire format: authenticated TCP carrying framed batches.
 
-Connection: the server sends a 32-byte random challenge; the client answers with
-HMAC-SHA256(cluster secret, challenge); the server closes the connection on a wrong answer, or when no answer
-came within :data:`HANDSHAKE_TIMEOUT` seconds, before reading anything else. The secret itself never crosses
-the wire. The channel is authenticated, not encrypted: rows travel in clear (see docs/security.md). Then both sides exchange frames: ``kind`` (1 byte), ``length`` (8 bytes, big-endian), payload.
+Connection (mutual challenge-response; the secret itself never crosses the wire): the server sends a 32-byte
+random challenge; the client answers with HMAC-SHA256(secret, "tfos-feed" + challenge) followed by a challenge
+of its own; the server closes the connection on a wrong answer, or when the answer is not complete within
+:data:`HANDSHAKE_TIMEOUT` seconds, before reading anything else; otherwise it proves itself with
+HMAC-SHA256(secret, "tfos-feed-node" + client's challenge), which the client checks before it sends or
+unpickles anything. Then both sides exchange frames: ``kind`` (1 byte), ``length`` (8 bytes, big-endian),
+payload. The channel is authenticated, not encrypted: rows travel in clear (see docs/security.md).
 
 Client -> server: HELLO (JSON), ARROW (an Arrow IPC stream holding one record batch), ROWS (a pickled list of
 rows), END (no more rows on this connection). Server -> client: ACK (JSON), STOP (the node stopped taking
@@ -76,12 +79,15 @@ def send_pickle(sock: socket.socket, kind: bytes, obj) -> None:
     send_frame(sock, kind, pickle.dumps(obj, protocol=5))
 
 
-def _answer(secret: str, challenge: bytes) -> bytes:
-    return hmac.new(secret.encode(), b"tfos-feed" + challenge, hashlib.sha256).digest()
+def _answer(secret: str, challenge: bytes, label: bytes = b"tfos-feed") -> bytes:
+    return hmac.new(secret.encode(), label + challenge, hashlib.sha256).digest()
+
+
+_NODE = b"tfos-feed-node"  # the label of the server's proof: a client's answer can never pass as one
 
 
 def server_handshake(sock: socket.socket, secret: str, timeout: float = HANDSHAKE_TIMEOUT) -> None:
-    """Challenges a new client; returns with the socket blocking again once it proved it holds the secret.
+    """Challenges a new client, then proves itself; returns with the socket blocking again.
 
     Raises:
         AuthenticationError: a wrong, short or late answer (the caller closes the connection).
@@ -89,21 +95,37 @@ def server_handshake(sock: socket.socket, secret: str, timeout: float = HANDSHAK
     challenge = os.urandom(_CHALLENGE_BYTES)
     deadline = time.monotonic() + timeout  # for the whole answer: trickling bytes does not extend it
     sock.settimeout(timeout)
+    digest = hashlib.sha256().digest_size
     try:
         sock.sendall(challenge)
-        answer = bytes(recv_exact(sock, hashlib.sha256().digest_size, deadline))
+        reply = bytes(recv_exact(sock, digest + _CHALLENGE_BYTES, deadline))
     except socket.timeout:
         raise AuthenticationError(f"feed client did not answer the challenge within {timeout:.0f}s") from None
     except ChannelClosed:
         raise AuthenticationError("feed client closed the connection before answering the challenge") from None
-    if not hmac.compare_digest(answer, _answer(secret, challenge)):
+    if not hmac.compare_digest(reply[:digest], _answer(secret, challenge)):
         raise AuthenticationError("feed client did not prove it holds the cluster secret")
+    sock.sendall(_answer(secret, reply[digest:], _NODE))
     sock.settimeout(None)
 
 
 def client_handshake(sock: socket.socket, secret: str) -> None:
+    """Answers the server's challenge and checks the server's proof.
+
+    Raises:
+        AuthenticationError: the server does not hold the cluster secret.
+        ChannelClosed: the server closed the connection (it refused this client's answer).
+    """
     challenge = bytes(recv_exact(sock, _CHALLENGE_BYTES))
-    sock.sendall(_answer(secret, challenge))
+    mine = os.urandom(_CHALLENGE_BYTES)
+    sock.sendall(_answer(secret, challenge) + mine)
+    proof = bytes(recv_exact(sock, hashlib.sha256().digest_size))
+    if not hmac.compare_digest(proof, _answer(secret, mine, _NODE)):
+        peer = sock.getpeername()
+        raise AuthenticationError(
+            f"the feed server at {peer[0]}:{peer[1]} did not prove it holds the cluster secret: another process "
+            "may have taken the TF node's port, or it belongs to another cluster. No data was sent to it."
+        )
 
 
 def connect(address: str, secret: str, timeout: float) -> socket.socket:

@@ -1,7 +1,7 @@
 """Everything tfos asks of the driver's Spark: the context, task slots, settings, and the node job.
 
 py4j errors are translated here, in one place. A Spark Connect session (no SparkContext) is recognised and
-refused with a clear error until tfos starts nodes through a DataFrame barrier stage.
+refused with a clear error: the APIs that take one dispatch to :mod:`tfos._connect` before they get here.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def spark_context(spark_or_sc: Any):
     if sc is None:
         if _is_connect(spark_or_sc):
             raise ConfigError(
-                "TFCluster.run got a Spark Connect session, which has no SparkContext; this tfos version needs "
-                "a classic SparkContext or SparkSession (spark-submit, or SparkSession.builder.master(...))."
+                "this call needs a SparkContext, which a Spark Connect session does not have. TFCluster.run, "
+                "TFParallel.run and TFEstimator.fit take a Connect session; for the rest, use a classic "
+                "SparkSession (spark-submit, or SparkSession.builder.master(...))."
             )
         raise ConfigError(f"expected a SparkContext or SparkSession, got {type(spark_or_sc).__name__}")
     return sc

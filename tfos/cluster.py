@@ -547,7 +547,8 @@ def run(
       (on stderr when it is a terminal, else INFO log records); ``TFCluster.progress()`` returns the same data.
 
     Args:
-        sc: a SparkContext or classic SparkSession.
+        sc: a SparkContext, a classic SparkSession, or a Spark Connect SparkSession (then the cluster runs
+            as described in docs/connect.md: node 0 hosts the control server, DataFrames only).
         map_fun: the TF main function, ``map_fun(args, ctx)``; must be picklable with cloudpickle.
         tf_args: passed to ``map_fun``; a list is also set as ``sys.argv`` in the TF process.
         num_executors: number of TF nodes (each needs a Spark task slot, all at once).
@@ -576,6 +577,14 @@ def run(
     """
     import cloudpickle
 
+    from ._connect.session import is_connect
+
+    if is_connect(sc):  # no SparkContext, client maybe unreachable: node 0 hosts the control server
+        from ._connect.cluster import run as run_connect
+
+        return run_connect(sc, map_fun, tf_args, num_executors, num_ps, tensorboard, input_mode, log_dir,
+                           driver_ps_nodes, master_node, reservation_timeout, queues, eval_node, release_port,
+                           **settings)
     sc = _spark.spark_context(sc)
     if not callable(map_fun):
         raise ConfigError(f"map_fun must be callable, got {type(map_fun).__name__}")

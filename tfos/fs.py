@@ -338,10 +338,15 @@ def writable_by_tensorflow(url: str) -> bool:
 def spark_env(spark) -> dict[str, str]:
     """The ``AWS_*`` variables (:func:`s3a_env`) for Spark's Hadoop S3A settings, read from a SparkContext/Session.
 
+    From a Spark Connect session only the ``spark.hadoop.fs.s3a.*`` Spark settings are seen (no core-site.xml).
+
     For driver-side code that reads what the TF nodes wrote, e.g. ``os.environ.update(tfos.fs.spark_env(sc))``.
     """
     from . import _spark
+    from ._connect import session as connect
 
+    if connect.is_connect(spark):  # no JVM on a Connect client: the server's spark.hadoop.fs.s3a.* settings
+        return s3a_env(connect.hadoop_settings(spark, "fs.s3a."))
     return s3a_env(_spark.hadoop_conf(_spark.spark_context(spark), r"^fs\.s3a\."))
 
 

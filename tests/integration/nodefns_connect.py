@@ -27,7 +27,8 @@ def digits_train(args, ctx):
     with open(os.path.join(args["out"], f"digits{ctx.worker_num}.json"), "w") as f:
         json.dump({"worker_num": ctx.worker_num, "job_name": ctx.job_name, "num_workers": ctx.num_workers,
                    "steps": int(model.optimizer.iterations.numpy()), "accuracy": history.history["accuracy"][-1],
-                   "tf_config": json.loads(os.environ["TF_CONFIG"]), "default_fs": ctx.defaultFS}, f)
+                   "tf_config": json.loads(os.environ["TF_CONFIG"]), "default_fs": ctx.defaultFS,
+                   "aws": [os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_ENDPOINT_URL")]}, f)
     print(f"node {ctx.worker_num}: accuracy {history.history['accuracy'][-1]:.3f}", flush=True)
 
 

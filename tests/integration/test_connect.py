@@ -17,7 +17,7 @@ import nodefns_connect
 import nodefns_more
 from connect_server import ConnectServer, client_session, forget_connect_client
 from conftest import DRIVER_CONF, LOCAL_CLUSTER_MASTER
-from tfos import TFCluster, TFParallel
+from tfos import TFCluster, TFParallel, fs
 from tfos.errors import ClusterFailedError, ConfigError
 from tfos.pipeline import TFEstimator, TFModel
 
@@ -27,6 +27,11 @@ cloudpickle.register_pickle_by_value(nodefns_more)
 SPARK = TFCluster.InputMode.SPARK
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+# S3A settings reach the client through spark.conf (no JVM) and the TF processes as AWS_* variables, except
+# secrets, which a Connect server never shows its clients: those come from spark.executorEnv.
+S3A_CONF = {"spark.hadoop.fs.s3a.access.key": "hidden-from-clients", "spark.hadoop.fs.s3a.endpoint": "127.0.0.1:9",
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+            "spark.executorEnv.AWS_ACCESS_KEY_ID": "from-executor-env"}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def connect(spark_sessions, tmp_path_factory):
     """A Connect client session on a Connect server whose application runs on ``local-cluster[2,1,1024]``."""
     spark_sessions.stop()  # no classic session beside the Connect client
     log = tmp_path_factory.mktemp("connect") / "server.log"
-    server = ConnectServer(LOCAL_CLUSTER_MASTER, DRIVER_CONF, str(log)).start()
+    server = ConnectServer(LOCAL_CLUSTER_MASTER, {**DRIVER_CONF, **S3A_CONF}, str(log)).start()
     spark = None
     try:
         spark = client_session(server.url)
@@ -63,6 +68,8 @@ def test_mnist_like_training_with_input_mode_tensorflow(connect, tmp_path):
     assert chief["steps"] == worker["steps"] == 60
     assert chief["accuracy"] > 0.5  # 10 classes: it learned
     assert chief["default_fs"] == "file://"
+    assert chief["aws"] == worker["aws"] == ["from-executor-env", "http://127.0.0.1:9"]
+    assert fs.spark_env(connect) == {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
     assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0", "1"}
 

@@ -161,6 +161,8 @@ def test_tfestimator_fit_then_tfmodel_transform(connect, tmp_path):
 def test_what_connect_cannot_do_is_refused_with_the_reason(connect):
     with pytest.raises(ConfigError, match=r"driver_ps_nodes=True is not supported with a Spark Connect session"):
         TFCluster.run(connect, nodefns.record_ctx, {}, 2, num_ps=1, driver_ps_nodes=True)
+    with pytest.raises(ConfigError, match=r"max_restarts=1 is not supported with a Spark Connect session"):
+        TFCluster.run(connect, nodefns.record_ctx, {}, 2, max_restarts=1)
     cluster = TFCluster.run(connect, nodefns_connect.parallel_square, {"x": 1}, 1)
     with pytest.raises(ConfigError, match=r"needs a cluster started with input_mode=InputMode.SPARK"):
         cluster.train(connect.range(3))

@@ -16,10 +16,10 @@ from tfos.errors import ConfigError, ControlPlaneError, NodeFailure
 SECRET = "s" * 64
 
 
-def spec(template, reservation_timeout=30.0):
+def spec(template, reservation_timeout=30.0, hang_timeout=0.0):
     launch = LaunchSpec(cluster_id="c1", control_address="", secret=SECRET, template=template,
                         heartbeat_interval=0.1, reservation_timeout=reservation_timeout, stop_grace_secs=0.5)
-    return ConnectSpec(launch, node_lost_timeout=5.0)
+    return ConnectSpec(launch, node_lost_timeout=5.0, hang_timeout=hang_timeout)
 
 
 @pytest.fixture
@@ -105,6 +105,18 @@ def test_nodes_that_never_register_fail_the_cluster_after_reservation_timeout(ho
     assert state["phase"] == "failed" and state["missing"] == [1]
     assert "nodes [1] did not register with node 0's control server" in state["failures"][0]["message"]
     assert "reservation_timeout" in state["failures"][0]["message"]
+
+
+def test_a_node_without_progress_is_failed_as_hung(host_factory):
+    host = host_factory({"worker": [0]}, hang_timeout=0.3)
+    client = register(host.address, [0])[0]
+    deadline = time.monotonic() + 5
+    while client.heartbeat(0, {})[0] != ABORT and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failure = host.state()["failures"][0]
+    assert failure["worker_num"] == 0 and "no progress for" in failure["message"]
+    assert "hang_timeout=0s" in failure["message"]
+    client.close()
 
 
 def test_the_state_service_wants_the_secret(host_factory):

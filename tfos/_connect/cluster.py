@@ -296,6 +296,10 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         if isinstance(value, int) and not isinstance(value, bool):
             settings["gpus_per_node"] = value
     config = from_env(reservation_timeout=float(reservation_timeout), **settings)
+    if config.max_restarts:
+        raise ConfigError(f"max_restarts={config.max_restarts} is not supported with a Spark Connect session: a "
+                          "restart needs a control server that outlives the failed nodes, and under Connect node 0 "
+                          "hosts it. Use max_restarts=0 (TFOS_MAX_RESTARTS=0), or a classic SparkSession.")
     fn_bytes = _pickle(cloudpickle, map_fun, "main_fun", " It must not capture the SparkSession, open files, locks "
                        "or sockets. Define it at module level and pass what it needs through args.")
     args_bytes = _pickle(cloudpickle, tf_args, "tf_args", "")
@@ -309,7 +313,7 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
         gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
     )
-    cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout)
+    cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout)
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
                 num_executors, template, config)
     from .._spark import bind

@@ -43,6 +43,7 @@ class ConnectSpec:
 
     launch: LaunchSpec
     node_lost_timeout: float = 30.0
+    hang_timeout: float = 0.0
 
 
 def state_of(reservation: Reservation) -> dict:
@@ -73,7 +74,8 @@ class ControlHost:
     def __init__(self, spec: ConnectSpec, host: str) -> None:
         launch = spec.launch
         self.spec = spec
-        self.servicer = ControlServicer(Reservation(launch.template, node_lost_timeout=spec.node_lost_timeout))
+        self.servicer = ControlServicer(Reservation(launch.template, node_lost_timeout=spec.node_lost_timeout,
+                                                    hang_timeout=spec.hang_timeout))
         self.closed = threading.Event()
         self._stopped = threading.Event()
         self._started = time.monotonic()
@@ -147,6 +149,7 @@ class ControlHost:
     def _check(self, launch: LaunchSpec) -> None:
         state = self.reservation
         state.check_lost()
+        state.check_hung()
         if state.phase is Phase.RESERVING and time.monotonic() - self._started > launch.reservation_timeout:
             state.abort(NodeFailure(-1, "reservation", time=time.time(), message=(
                 f"nodes {state.missing()} did not register with node 0's control server at {self.address} within "

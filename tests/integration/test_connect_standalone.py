@@ -36,11 +36,13 @@ def connect_standalone(spark_sessions, standalone_cluster, tmp_path_factory):
 def test_tensorflow_mode_and_inference_on_standalone(connect_standalone, tmp_path):
     spark = connect_standalone
     assert spark.conf.get("spark.master").startswith("spark://")
-    cluster = TFCluster.run(spark, nodefns.mwms_train, {"out": str(tmp_path)}, 2, master_node="chief")
+    cluster = TFCluster.run(spark, nodefns.record_ctx, {"out": str(tmp_path)}, 2, master_node="chief")
     cluster.shutdown(timeout=300)
-    steps = [json.load(open(tmp_path / f"steps{i}.json")) for i in range(2)]
-    assert [s["job_name"] for s in steps] == ["chief", "worker"] and steps[0]["steps"] == steps[1]["steps"] == 10
-    assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0", "1"}  # one node per executor
+    chief, worker = (json.load(open(tmp_path / f"node{i}.json")) for i in range(2))
+    assert chief["tf_config"]["task"] == {"type": "chief", "index": 0}
+    assert worker["tf_config"]["cluster"] == chief["cluster_spec"] and worker["legacy"] == "1"
+    assert {chief["spark_executor_id"], worker["spark_executor_id"]} == {"0", "1"}  # one node per executor
+    assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
 
     cluster = TFCluster.run(spark, nodefns.feed_double_arrays, {}, 2, input_mode=TFCluster.InputMode.SPARK)
     try:

@@ -101,6 +101,9 @@ class ConnectCluster:
                 self._shutdown_fed(float(grace_secs), limit)
             else:
                 self._shutdown_tf(limit)
+        except (KeyboardInterrupt, SystemExit):
+            self._stop_nodes("the client stopped during shutdown()")
+            raise
         finally:
             self._closed = True
         logger.info("TF cluster %s finished", self.cluster_id)
@@ -154,7 +157,7 @@ class ConnectCluster:
         except BaseException:
             job.cancel()
             job.join(30)
-            self._finish("abort", reason="the client stopped while feeding")
+            self._stop_nodes("the client stopped while feeding")
             raise
         if job.error is None:
             return job.results or []
@@ -171,6 +174,17 @@ class ConnectCluster:
             raise ConfigError(f"TFCluster.{what}() needs a cluster started with input_mode=InputMode.SPARK")
         if self._closed:
             raise ConfigError(f"TFCluster.{what}() called after shutdown()")
+
+    def _stop_nodes(self, reason: str) -> None:
+        """Best effort when the client stops early: interrupt the node stage, or ask node 0 to abort."""
+        if not self._job.done():
+            self._job.cancel()
+            self._job.join(30)
+        elif self.input_mode == SPARK_MODE and self.control_address:
+            try:
+                self._finish("abort", reason=reason)
+            except Exception as exc:  # noqa: BLE001 - the nodes stop when their executors go away
+                logger.warning("could not ask node 0 to stop the TF cluster: %s", exc)
 
     def _stop_wait(self) -> float:
         settings = self._config.settings

@@ -18,7 +18,7 @@ import nodefns_more
 from connect_server import ConnectServer, client_session, forget_connect_client
 from conftest import DRIVER_CONF, LOCAL_CLUSTER_MASTER
 from tfos import TFCluster, TFParallel, fs
-from tfos.errors import ClusterFailedError, ConfigError
+from tfos.errors import ClusterFailedError, ConfigError, PlacementError
 from tfos.pipeline import TFEstimator, TFModel
 
 cloudpickle.register_pickle_by_value(nodefns)
@@ -163,6 +163,9 @@ def test_what_connect_cannot_do_is_refused_with_the_reason(connect):
         TFCluster.run(connect, nodefns.record_ctx, {}, 2, num_ps=1, driver_ps_nodes=True)
     with pytest.raises(ConfigError, match=r"max_restarts=1 is not supported with a Spark Connect session"):
         TFCluster.run(connect, nodefns.record_ctx, {}, 2, max_restarts=1)
+    with pytest.raises(PlacementError, match=r"(?s)Spark did not run 3 tasks at once within 3s.*"
+                                             r"spark.master: local-cluster.*lower num_executors"):
+        TFCluster.run(connect, nodefns.record_ctx, {}, 3, slot_wait_timeout=3)
     cluster = TFCluster.run(connect, nodefns_connect.parallel_square, {"x": 1}, 1)
     with pytest.raises(ConfigError, match=r"needs a cluster started with input_mode=InputMode.SPARK"):
         cluster.train(connect.range(3))

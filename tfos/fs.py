@@ -118,6 +118,9 @@ def _s3_options(env: Mapping[str, str]) -> dict:
     }
     if endpoint:
         options["endpoint_url"] = endpoint
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        options["client_kwargs"] = {"region_name": region}
     # Passed explicitly (rather than left to botocore's chain) so that fsspec's instance cache, keyed on these
     # options, never hands out a file system holding other credentials.
     for option, var in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
@@ -261,6 +264,9 @@ def _expand_one(pattern: str, env) -> list[str]:
     fs, path = filesystem(pattern, env)
     given_scheme = pattern.partition("://")[0] if "://" in pattern and not is_local(pattern) else None
     with translated(pattern):
+        # fsspec shares one file system object per process, and Spark reuses its Python workers: a listing
+        # cached by an earlier job would be stale.
+        fs.invalidate_cache()
         if any(ch in path for ch in "*?["):
             paths = [p for p in fs.glob(path) if fs.isfile(p)]
         elif fs.isdir(path):

@@ -72,6 +72,7 @@ def test_mnist_like_training_with_input_mode_tensorflow(connect, tmp_path):
     assert fs.spark_env(connect) == {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
     assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0", "1"}
+    assert [(p["role"], p["exited"]) for p in cluster.progress()] == [("chief:0", True), ("worker:0", True)]
 
 
 def test_node_failure_comes_back_with_its_traceback(connect):
@@ -98,6 +99,7 @@ def test_dataframe_feed_train_and_inference(connect, tmp_path):
     with pytest.raises(ConfigError, match=r"under Spark Connect there is no SparkContext.*pass a DataFrame"):
         cluster.train([(1, [1.0] * 4, 0)])
     cluster.train(df, num_epochs=2)
+    assert [p["role"] for p in cluster.progress()] == ["chief:0", "worker:0"]  # asked from node 0
     cluster.shutdown(timeout=300)
     steps = [json.load(open(tmp_path / f"fit{i}.json"))["steps"] for i in range(2)]
     assert steps[0] == steps[1] and 10 <= steps[0] <= 12  # 40 rows per node per epoch, as in classic mode
@@ -169,5 +171,7 @@ def test_what_connect_cannot_do_is_refused_with_the_reason(connect):
     cluster = TFCluster.run(connect, nodefns_connect.parallel_square, {"x": 1}, 1)
     with pytest.raises(ConfigError, match=r"needs a cluster started with input_mode=InputMode.SPARK"):
         cluster.train(connect.range(3))
+    with pytest.raises(ConfigError, match=r"progress reaches the client only when the node stage ends"):
+        cluster.progress()
     cluster.shutdown(timeout=120)
     assert os.environ.get("SPARK_CONNECT_MODE_ENABLED") == "1"  # the client sets it; the fixture removes it

@@ -61,6 +61,7 @@ class ConnectCluster:
         self._job = job
         self._closed = False
         self._failures: list[NodeFailure] = []
+        self._progress: list[dict] | None = None
         self.num_executors = num_executors
         self.cluster_id = config.spec.cluster_id
         self.input_mode = config.spec.input_mode
@@ -135,6 +136,24 @@ class ConnectCluster:
         if isinstance(schema, str):
             schema = self.spark.createDataFrame([], schema).schema  # parsed by the server: no JVM here
         return feed_driver.inference(self, dataRDD, float(feed_timeout), schema)
+
+    def progress(self) -> list[dict]:
+        """The latest progress of every node (see ``TFCluster.progress``), as node 0 knows it.
+
+        InputMode.SPARK: asked from node 0 by a one-task Spark job (it waits for a free task slot).
+        InputMode.TENSORFLOW: every task slot runs a node, so the progress reaches the client only with the
+        node stage's rows, at ``shutdown()``.
+
+        Raises:
+            ConfigError: InputMode.TENSORFLOW before ``shutdown()``.
+        """
+        if self._progress is not None:
+            return self._progress
+        if self.input_mode == SPARK_MODE and not self._closed:
+            return self._finish("peek")["state"].get("progress", [])
+        raise ConfigError("under Spark Connect with InputMode.TENSORFLOW the nodes' progress reaches the client "
+                          "only when the node stage ends: call progress() after shutdown(), or see the "
+                          "executors' logs (the client cannot be reached from the executors).")
 
     def tensorboard_url(self) -> str | None:
         """The TensorBoard URL, if node 0 knew it when the client last heard from it."""
@@ -243,6 +262,7 @@ class ConnectCluster:
         rows = self._rows("The TF cluster failed.")
         state = rows[0].get("state") or {}
         self.cluster_info = state.get("nodes", [])
+        self._progress = state.get("progress")
         if state.get("phase") != "done":
             raise self._cluster_failed(state, "The TF cluster failed.")
 
@@ -256,6 +276,7 @@ class ConnectCluster:
             raise ClusterFailedError([NodeFailure(-1, "spark job", time=time.time(), message=str(exc))],
                                      "The TF cluster's final state could not be read.") from exc
         state = result["state"]
+        self._progress = state.get("progress")
         if result["timed_out"]:
             raise ShutdownTimeoutError(
                 f"The TF cluster did not finish within timeout={limit:.0f}s; all nodes were stopped. Raise "

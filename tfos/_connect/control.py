@@ -56,6 +56,7 @@ def state_of(reservation: Reservation) -> dict:
         "training_done": reservation.training_done(),
         "all_exited": reservation.all_exited(),
         "abort_reason": reservation.abort_reason,
+        "progress": reservation.progress_table(),
     }
 
 

@@ -138,7 +138,8 @@ def _final_state(control: ControlHost | None, address: str, launch) -> dict:
 @dataclasses.dataclass(frozen=True)
 class FinishSpec:
     """What the finish job does. ``mode``: ``shutdown`` (end feed, wait, stop), ``state`` (read; if the cluster
-    failed, wait for its nodes to stop and close the host) or ``abort`` (fail the cluster, wait, close)."""
+    failed, wait for its nodes to stop and close the host), ``peek`` (read only) or ``abort`` (fail the
+    cluster, wait, close)."""
 
     control: str
     secret: str = dataclasses.field(repr=False)
@@ -174,6 +175,8 @@ def _finish(spec: FinishSpec, client: StateClient) -> dict:
     elif spec.mode == "abort":
         client.call("Abort", {"who": "client", "reason": spec.reason or "stopped by the client"})
     state = client.call("State")
+    if spec.mode == "peek":
+        return {"state": state, "timed_out": False}
     if spec.mode != "state" or state["phase"] == "failed":
         state, _ = _wait(client, lambda s: s["all_exited"], spec.stop_wait)
         state = client.call("Close")

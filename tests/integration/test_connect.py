@@ -10,6 +10,7 @@ import json
 import os
 
 import cloudpickle
+import psutil
 import pytest
 
 import nodefns
@@ -73,6 +74,16 @@ def test_mnist_like_training_with_input_mode_tensorflow(connect, tmp_path):
     assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
     assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0", "1"}
     assert [(p["role"], p["exited"]) for p in cluster.progress()] == [("chief:0", True), ("worker:0", True)]
+
+
+def test_node_0_as_ps_hosts_the_control_server_and_stops_after_training(connect, tmp_path):
+    # record_ctx: the ps blocks until it is told to stop; with no driver, node 0 stops it once training is done.
+    cluster = TFCluster.run(connect, nodefns.record_ctx, {"out": str(tmp_path)}, 2, num_ps=1, stop_grace_secs=2)
+    cluster.shutdown(timeout=120)
+    ps, worker = (json.load(open(tmp_path / f"node{i}.json")) for i in range(2))
+    assert (ps["job_name"], worker["job_name"]) == ("ps", "worker")
+    assert worker["tf_config"]["cluster"] == {"ps": ps["cluster_spec"]["ps"], "worker": worker["cluster_spec"]["worker"]}
+    assert not psutil.pid_exists(ps["pid"])
 
 
 def test_node_failure_comes_back_with_its_traceback(connect):

@@ -225,7 +225,15 @@ class ConnectCluster:
         self.cluster_info = state.get("nodes", [])
         if state.get("phase") == "failed" or any(r.get("outcome") != "started" for r in rows):
             if self.control_address:
-                state = self._finish("state")["state"]
+                from .._feed.client import FeedError
+
+                mode = "state" if state.get("phase") == "failed" else "abort"
+                reasons = [f"node {r['worker_num']}: {r.get('error') or r.get('outcome')}" for r in rows
+                           if r.get("outcome") != "started"]
+                try:
+                    state = self._finish(mode, reason=f"nodes did not start ({'; '.join(reasons)})")["state"]
+                except FeedError as exc:
+                    logger.warning("could not read node 0's final state: %s", exc)
             self._closed = True
             raise self._cluster_failed(state, "The TF cluster failed while starting.")
         for node in self.cluster_info:

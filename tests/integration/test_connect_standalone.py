@@ -12,6 +12,9 @@ from connect_server import ConnectServer, client_session, forget_connect_client
 from conftest import DRIVER_CONF, STANDALONE_CONF
 from tfos import TFCluster
 
+# The Connect client needs pyspark[connect]'s extras (the test extra lists them); say so instead of an ImportError.
+for _module in ("google.rpc.status_pb2", "grpc_status", "zstandard"):
+    pytest.importorskip(_module, reason="Spark Connect client dependencies missing: pip install 'pyspark[connect]'")
 cloudpickle.register_pickle_by_value(nodefns)
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")

@@ -1,0 +1,248 @@
+"""Turns the raw runs of ``bench/side_by_side.py`` into ``side_by_side.md`` and its PNG bar charts.
+
+Every figure is the median over the runs that produced it, with min and max; runs that failed are listed in the
+raw table with their error and left out of the medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+
+TOOLS = {"tfos": "tfos", "tfos225": "TensorFlowOnSpark 2.2.5", "hand": "hand-launched MWMS"}
+TRAIN_SCENARIOS = ("startup", "tensorflow", "failure")
+
+
+def load(raw_path: str) -> list[dict]:
+    """Returns every recorded run, oldest first."""
+    if not os.path.exists(raw_path):
+        return []
+    with open(raw_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def stats(values: list[float]) -> tuple[float, float, float, int] | None:
+    """(median, min, max, n) of the values that are not None, or None when there are none."""
+    vals = [v for v in values if v is not None]
+    return (statistics.median(vals), min(vals), max(vals), len(vals)) if vals else None
+
+
+def fmt(st, unit: str = "s", digits: int = 1) -> str:
+    if st is None:
+        return "n/a"
+    med, lo, hi, n = st
+    return f"{med:,.{digits}f} {unit} ({lo:,.{digits}f}-{hi:,.{digits}f}, n={n})"
+
+
+def _pick(runs, tool, scenarios, key, nodes=None):
+    return [r.get(key) for r in runs if r.get("tool") == tool and r.get("scenario") in scenarios
+            and (nodes is None or r.get("nodes") == nodes) and (not r.get("error") or key == "detect_s")]
+
+
+def _versions() -> str:
+    import pyspark
+    import tensorflow as tf
+
+    tfos225 = os.environ.get("TFOS_BENCH_TFOS225_VENV", os.path.join(
+        os.environ.get("TFOS_BENCH_WORK", "/tmp/tfos-bench-sbs"), "tfos225-venv"))
+    try:
+        out = subprocess.run([os.path.join(tfos225, "bin", "python"), "-m", "pip", "show", "tensorflowonspark"],
+                             capture_output=True, text=True, timeout=60).stdout
+        other = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Version:")), "?")
+    except OSError:
+        other = "?"
+    return (f"pyspark {pyspark.__version__}, tensorflow-cpu {tf.__version__} with tf-keras "
+            f"(TF_USE_LEGACY_KERAS=1) in both venvs, TensorFlowOnSpark {other}, Python {platform.python_version()}")
+
+
+def _machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def _chart(path, title, ylabel, groups):
+    """Bar chart of medians with min-max whiskers; ``groups``: [(label, stats or None)]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(label, st) for label, st in groups if st is not None]
+    if not groups:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    meds = [st[0] for _, st in groups]
+    errs = [[st[0] - st[1] for _, st in groups], [st[2] - st[0] for _, st in groups]]
+    ax.bar(range(len(groups)), meds, yerr=errs, capsize=4, color=["#3b7dd8", "#d8843b", "#6aa84f", "#999999"]
+           [: len(groups)] if len(groups) <= 4 else None)
+    ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    for i, m in enumerate(meds):
+        ax.annotate(f"{m:,.1f}" if m < 100 else f"{m:,.0f}", (i, m), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write(raw_path: str, results_dir: str) -> str:
+    """Writes ``side_by_side.md`` and the charts into ``results_dir``; returns the markdown path."""
+    runs = load(raw_path)
+    os.makedirs(results_dir, exist_ok=True)
+    lines = ["# Side by side: tfos vs TensorFlowOnSpark 2.2.5 vs hand-launched MultiWorkerMirroredStrategy", "",
+             "Produced by `bench/side_by_side.py` (see its docstring); regenerated from all raw runs below.", "",
+             f"- Machine: {_machine()}; shared with other sessions running Spark tests while this ran (the "
+             "1-minute load average at the start of each run is in the raw table).",
+             f"- Versions: {_versions()}.",
+             f"- Runs: {runs[0]['date'] if runs else '-'} to {runs[-1]['date'] if runs else '-'}.",
+             "- Setup: Spark standalone on loopback (2 workers x 1 core, executors 1 GiB), both tools' drivers on "
+             "the same cluster, alternating tool by tool in each round; the same Keras CNN (Conv2D 32 / "
+             "MaxPool / Dense 64 / Dense 10, SGD), 60,000 random rows of 784 float32 + label, global batch 128, "
+             "MultiWorkerMirroredStrategy on 2 nodes (chief + worker). Figures: median (min-max, n runs).", ""]
+    lines += _startup(runs, results_dir)
+    lines += _scale(runs, results_dir)
+    lines += _failure(runs, results_dir)
+    lines += _tensorflow(runs, results_dir)
+    lines += _spark(runs, results_dir)
+    lines += _raw(runs)
+    path = os.path.join(results_dir, "side_by_side.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return path
+
+
+def _startup(runs, out):
+    lines = ["## 1. Startup (2 nodes, TF main function)", "",
+             "From the `TFCluster.run` call (executors already registered and their Python workers started) to: "
+             "`run()` returning; every node's `MultiWorkerMirroredStrategy()` constructed (its TF server up and "
+             "the collective group formed: the TF import is included); every node's first finished training step. "
+             "Taken from every run whose main function trains (InputMode.TENSORFLOW and failure runs). For "
+             "hand-launched MWMS the clock starts at the first `Popen`.", "",
+             "| tool | run() returned | all TF servers up | first training step | all main_fun started |",
+             "|---|---|---|---|---|"]
+    groups = []
+    for tool, label in TOOLS.items():
+        up = stats(_pick(runs, tool, TRAIN_SCENARIOS, "all_server_up_s"))
+        lines.append(f"| {label} | {fmt(stats(_pick(runs, tool, TRAIN_SCENARIOS, 'run_returned_s')))} | {fmt(up)} | "
+                     f"{fmt(stats(_pick(runs, tool, TRAIN_SCENARIOS, 'all_first_step_s')))} | "
+                     f"{fmt(stats(_pick(runs, tool, TRAIN_SCENARIOS, 'all_start_s')))} |")
+        groups.append((label, up))
+    if _chart(os.path.join(out, "side_by_side_startup.png"), "Startup: TFCluster.run -> all TF servers up (2 nodes)",
+              "seconds (lower is better)", groups):
+        lines += ["", "![startup](side_by_side_startup.png)"]
+    return lines + [""]
+
+
+def _scale(runs, out):
+    nodes = sorted({r["nodes"] for r in runs if r.get("scenario") == "scale"})
+    if not nodes:
+        return ["## 1b. Control-plane scaling (main function without TensorFlow)", "", "Not run yet.", ""]
+    lines = ["## 1b. Control-plane scaling (main function without TensorFlow)", "",
+             "`local-cluster[N,1,256]` (N executors of 256 MiB, `spark.testing.reservedMemory=0`), a main function "
+             "that only writes a timestamp: from the `TFCluster.run` call to every node's main function started "
+             "(after the executors registered).", "",
+             "| nodes | tfos: all started | tfos: run() returned | TFoS 2.2.5: all started | TFoS: run() returned |",
+             "|---|---|---|---|---|"]
+    groups = []
+    for n in nodes:
+        a, b = (stats(_pick(runs, t, ("scale",), "all_start_s", n)) for t in ("tfos", "tfos225"))
+        lines.append(f"| {n} | {fmt(a)} | {fmt(stats(_pick(runs, 'tfos', ('scale',), 'run_returned_s', n)))} | "
+                     f"{fmt(b)} | {fmt(stats(_pick(runs, 'tfos225', ('scale',), 'run_returned_s', n)))} |")
+        groups += [(f"tfos {n}", a), (f"TFoS {n}", b)]
+    if _chart(os.path.join(out, "side_by_side_scale.png"), "Control plane: run() -> all main_fun started",
+              "seconds (lower is better)", groups):
+        lines += ["", "![scale](side_by_side_scale.png)"]
+    return lines + [""]
+
+
+def _failure(runs, out):
+    lines = ["## 2. Failure detection", "",
+             "Once both nodes took a training step (+2 s), node 1's TF process (the process running main_fun) gets "
+             "SIGKILL; the figure is the time from the kill until `cluster.shutdown()` returns or raises. A run "
+             "that gets no answer within the cap is shown as `>cap`.", "",
+             "| tool | time to report | reports | names node 1 | verdicts |", "|---|---|---|---|---|"]
+    groups = []
+    for tool in ("tfos", "tfos225"):
+        fr = [r for r in runs if r.get("tool") == tool and r.get("scenario") == "failure" and "capped" in r]
+        if not fr:
+            continue
+        capped = [r for r in fr if r["capped"]]
+        st = stats([r["detect_s"] for r in fr if not r["capped"]])
+        shown = fmt(st) if not capped else f"{len(capped)} of {len(fr)} runs >cap ({fr[0].get('cap', '')}); " + fmt(st)
+        raised = sum(1 for r in fr if not r["capped"] and not r["verdict"].startswith("returned"))
+        named = sum(1 for r in fr if r.get("names_node"))
+        verdicts = "; ".join(sorted({r["verdict"].splitlines()[0][:160].replace("|", "/") for r in fr}))
+        lines.append(f"| {TOOLS[tool]} | {shown} | raised an error in {raised} of {len(fr)} | {named} of {len(fr)} | "
+                     f"{verdicts} |")
+        if not capped:
+            groups.append((TOOLS[tool], st))
+    if _chart(os.path.join(out, "side_by_side_failure.png"), "SIGKILL of a TF node -> driver reports it",
+              "seconds (lower is better)", groups):
+        lines += ["", "![failure](side_by_side_failure.png)"]
+    return lines + [""]
+
+
+def _tensorflow(runs, out):
+    lines = ["## 3. InputMode.TENSORFLOW (same TFRecords, 4 files, tf.data auto-sharding by file)", "",
+             "Epoch time: the chief's last epoch, `on_epoch_begin` to `on_epoch_end`; samples/s: global batch x "
+             "(steps - 1) from the first to the last step of that epoch.", "",
+             "| tool | epoch time | samples/s | epoch time vs hand |", "|---|---|---|---|"]
+    hand = stats(_pick(runs, "hand", ("tensorflow",), "epoch_s"))
+    groups = []
+    for tool, label in TOOLS.items():
+        ep = stats(_pick(runs, tool, ("tensorflow",), "epoch_s"))
+        sps = stats(_pick(runs, tool, ("tensorflow",), "samples_per_s"))
+        ratio = f"{ep[0] / hand[0]:.1%}" if ep and hand else "n/a"
+        lines.append(f"| {label} | {fmt(ep)} | {fmt(sps, '', 0)} | {ratio} |")
+        groups.append((label, sps))
+    if _chart(os.path.join(out, "side_by_side_tensorflow.png"), "InputMode.TENSORFLOW: training samples/s",
+              "samples/s (higher is better)", groups):
+        lines += ["", "![tensorflow](side_by_side_tensorflow.png)"]
+    return lines + [""]
+
+
+def _spark(runs, out):
+    lines = ["## 4. InputMode.SPARK (same cached DataFrame, 4 partitions)", "",
+             "tfos: `cluster.train(df)` and `feed.dataset(label=\"label\")` (Arrow batches); TensorFlowOnSpark: "
+             "`cluster.train(df.rdd.map(...))` and `TFNode.DataFeed` + `next_batch(1)` in a generator, stopping at "
+             "90% of a worker's share, as its keras `mnist_spark.py` does. samples/s as in 3; end to end: the "
+             "`train()` call's wall time.", "",
+             "| tool | samples/s into fit | train() wall time | vs tfos TENSORFLOW mode |", "|---|---|---|---|"]
+    tf_mode = stats(_pick(runs, "tfos", ("tensorflow",), "samples_per_s"))
+    groups = []
+    for tool in ("tfos", "tfos225"):
+        sps = stats(_pick(runs, tool, ("spark",), "samples_per_s"))
+        ratio = f"{sps[0] / tf_mode[0]:.0%}" if sps and tf_mode else "n/a"
+        lines.append(f"| {TOOLS[tool]} | {fmt(sps, '', 0)} | {fmt(stats(_pick(runs, tool, ('spark',), 'train_wall_s')))}"
+                     f" | {ratio} |")
+        groups.append((TOOLS[tool], sps))
+    a, b = groups[0][1], groups[1][1]
+    if a and b:
+        lines += ["", f"tfos / TensorFlowOnSpark in SPARK mode: {a[0] / b[0]:.1f}x."]
+    if _chart(os.path.join(out, "side_by_side_spark.png"), "InputMode.SPARK: samples/s into model.fit",
+              "samples/s (higher is better)", groups):
+        lines += ["", "![spark](side_by_side_spark.png)"]
+    return lines + [""]
+
+
+def _raw(runs):
+    lines = ["## Raw runs", "", "| date | tool | scenario | nodes | load1 | run() s | servers up s | first step s | "
+             "epoch s | samples/s | train() s | detect s | error / verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v, d=1):
+        return "" if v is None else f"{v:,.{d}f}"
+
+    for r in runs:
+        note = (r.get("error") or r.get("verdict") or "").splitlines()[0][:140].replace("|", "/") if (
+            r.get("error") or r.get("verdict")) else ""
+        lines.append(f"| {r.get('date', '')} | {r.get('tool')} | {r.get('scenario')} | {r.get('nodes', '')} | "
+                     f"{f(r.get('load1'))} | {f(r.get('run_returned_s'))} | {f(r.get('all_server_up_s'))} | "
+                     f"{f(r.get('all_first_step_s'))} | {f(r.get('epoch_s'))} | {f(r.get('samples_per_s'), 0)} | "
+                     f"{f(r.get('train_wall_s'))} | {f(r.get('detect_s'))} | {note} |")
+    return lines

@@ -21,7 +21,7 @@ import cloudpickle
 import psutil
 import pytest
 
-pytestmark = [pytest.mark.soak, pytest.mark.usefixtures("no_leftover_processes")]
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(2400), pytest.mark.usefixtures("no_leftover_processes")]
 
 CYCLES = int(os.environ.get("TFOS_SOAK_CYCLES", "20"))
 
@@ -94,6 +94,12 @@ def growth_problems(before: dict, after: dict) -> list[str]:
     return problems
 
 
+NOTES = ("Reading: the driver's Python process and the TF processes must not grow at all (they do not); JVM "
+         "threads and open files within a few of the start (Spark's own pools and caches); JVM memory moves by "
+         "heap noise (no full GC is forced). Python workers idle for 60 s are stopped by PySpark, hence fewer after. "
+         "Cycle times include a loaded machine (other test runs shared its 2 cores).")
+
+
 def write_report(path: str, before: dict, after: dict, seconds: list[float]) -> None:
     lines = [
         "# Soak: train/shutdown cycles on one Spark application",
@@ -112,6 +118,7 @@ def write_report(path: str, before: dict, after: dict, seconds: list[float]) -> 
         for key, value in counts.items():
             old = before[group].get(key, 0)
             lines.append(f"| {group} | {key} | {old} | {value} | {value - old:+.1f} |")
+    lines += ["", NOTES]
     lines += ["", f"Cycle time: median {sorted(seconds)[len(seconds) // 2]:.1f} s, min {min(seconds):.1f} s, "
               f"max {max(seconds):.1f} s.", "", "Raw cycle times (s): " + ", ".join(f"{s:.1f}" for s in seconds)]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

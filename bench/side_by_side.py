@@ -14,7 +14,7 @@ machine noise hits all of them:
   the 1-minute load average are appended to ``$TFOS_BENCH_WORK/raw.jsonl``; the markdown and the PNG charts in
   ``bench/results/`` are regenerated from all raw runs of the current raw file each time.
 
-Run: ``.venv/bin/python bench/side_by_side.py [--quick] [--runs 3] [--only startup,scale,failure,tensorflow,spark]``
+Run: ``.venv/bin/python bench/side_by_side.py [--quick] [--runs 3] [--only tensorflow,failure,spark,scale]``
 (``--report-only`` rewrites the results from the raw file).
 """
 
@@ -131,10 +131,32 @@ def write_report() -> None:
         print(f"report failed ({type(e).__name__}: {e}); rerun with --report-only", flush=True)
 
 
+def run_scenario(scenario: str, pythons: dict, base: list[str], args: argparse.Namespace) -> None:
+    """One run of ``scenario`` for each tool, one tool after the other."""
+    if scenario == "tensorflow":  # also gives the startup figures (run -> servers up -> first step)
+        steps = "100" if args.quick else "468"
+        for tool in ("tfos", "tfos225", "hand"):
+            run_one(pythons[tool], tool, "tensorflow", [*base, "--epochs", "2", "--steps", steps], 1200)
+    elif scenario == "failure":
+        cap = "120" if args.quick else "300"
+        for tool in ("tfos", "tfos225"):
+            run_one(pythons[tool], tool, "failure", [*base, "--epochs", "50", "--cap", cap], 900)
+    elif scenario == "spark":
+        for tool in ("tfos", "tfos225"):
+            run_one(pythons[tool], tool, "spark", [*base, "--epochs", "1" if args.quick else "2"], 1500)
+    elif scenario == "scale":
+        for n in [int(n) for n in args.scale_nodes.split(",")]:
+            for tool in ("tfos", "tfos225"):
+                run_one(pythons[tool], tool, "scale", ["--master", f"local-cluster[{n},1,256]", "--nodes", str(n),
+                                                       "--executor-memory", "256m", "--cap", "600"], 900)
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="fewer steps and nodes (a few minutes per round)")
+    parser.add_argument("--quick", action="store_true", help="100 steps per epoch, 1 SPARK-mode epoch, a 120 s failure cap")
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--scale-nodes", default="2,8,32")
     parser.add_argument("--report-only", action="store_true")
@@ -147,27 +169,12 @@ def main() -> None:
 
     pythons = {"tfos": sys.executable, "tfos225": tfos225_python(), "hand": sys.executable}
     tfr, npz = make_data()
-    steps = 100 if args.quick else 468
     only = args.only.split(",")
-    scale_nodes = [int(n) for n in args.scale_nodes.split(",")]
     with StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="1500m") as spark_cluster:
         base = ["--master", spark_cluster.master_url, "--tfr", tfr, "--data", npz, "--rows", str(ROWS)]
         for _ in range(args.runs):
-            if "tensorflow" in only:  # also gives the startup figures (run -> servers up -> first step)
-                for tool in ("tfos", "tfos225", "hand"):
-                    run_one(pythons[tool], tool, "tensorflow", [*base, "--epochs", "2", "--steps", str(steps)], 1200)
-            if "failure" in only:
-                cap = "120" if args.quick else "300"
-                for tool in ("tfos", "tfos225"):
-                    run_one(pythons[tool], tool, "failure", [*base, "--epochs", "50", "--cap", cap], 900)
-            if "spark" in only:
-                for tool in ("tfos", "tfos225"):
-                    run_one(pythons[tool], tool, "spark", [*base, "--epochs", "1" if args.quick else "2"], 1500)
-            if "scale" in only:
-                for n in scale_nodes:
-                    for tool in ("tfos", "tfos225"):
-                        run_one(pythons[tool], tool, "scale", ["--master", f"local-cluster[{n},1,256]",
-                                "--nodes", str(n), "--executor-memory", "256m", "--cap", "600"], 900)
+            for scenario in only:  # in the order given, each tool in turn
+                run_scenario(scenario, pythons, base, args)
             write_report()
 
 

@@ -6,6 +6,7 @@ import signal
 import time
 
 import cloudpickle
+import psutil
 import pytest
 
 import nodefns
@@ -76,3 +77,28 @@ def test_restarts_with_the_spark_feed_are_refused(spark_local_cluster):
     with pytest.raises(ConfigError, match=r"max_restarts=1 needs InputMode.TENSORFLOW.*TFOS_MAX_RESTARTS=0"):
         TFCluster.run(spark_local_cluster.sparkContext, nodefns.feed_count, {}, 2, max_restarts=1,
                       input_mode=TFCluster.InputMode.SPARK)
+
+
+def test_a_lost_supervisor_restarts_the_cluster(spark_local_cluster, tmp_path):
+    """Worker 1's Spark task (its Python worker, the node's supervisor) dies: its TF process goes with it and
+    the cluster starts again."""
+    stop = tmp_path / "stop"
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, fns.write_pid_and_wait,
+                            {"out": str(tmp_path), "stop": str(stop)}, 2, max_restarts=1, stop_grace_secs=2,
+                            progress="off")
+    try:
+        pid = int(wait_for(lambda: (tmp_path / "pid1_0").exists() and (tmp_path / "pid1_0").read_text(), 60,
+                           "worker 1's TF process"))
+        child = psutil.Process(pid)
+        supervisor = child.parent()
+        assert "tfos._node.child" in " ".join(child.cmdline()) and "tfos._node" not in " ".join(supervisor.cmdline())
+        supervisor.kill()
+        wait_for(lambda: (tmp_path / "pid1_1").exists() and (tmp_path / "pid0_1").exists(), 180,
+                 "the restarted cluster")
+        stop.touch()
+    finally:
+        stop.touch()
+        cluster.shutdown(timeout=300)
+    assert cluster.attempt == 1 and len(cluster.restarts) == 1, cluster.restarts
+    assert "the Spark stage running the TF nodes failed" in cluster.restarts[0]  # Spark fails the barrier stage
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -240,7 +240,7 @@ def run_cluster(args, out):
                 else:
                     cluster.train(df.rdd.map(lambda r: (r.features, r.label)), args.epochs)
                 result["train_wall_s"] = time.time() - start
-            cluster.shutdown(timeout=args.cap)
+            cluster.shutdown(timeout=int(args.cap))  # int: TFoS passes it to signal.alarm
     except BaseException as e:  # noqa: BLE001 - recorded, the orchestrator decides
         error = f"{type(e).__name__}: {e}"
     result["end_s"] = time.time() - t0
@@ -264,7 +264,7 @@ def _kill_and_wait(cluster, args, out, t0):
     kill_t = time.time()
     os.kill(victim["pid"], signal.SIGKILL)
     try:
-        cluster.shutdown(timeout=args.cap)
+        cluster.shutdown(timeout=int(args.cap))  # int: TFoS passes it to signal.alarm
         verdict = "returned normally (reported success)"
     except BaseException as e:  # noqa: BLE001 - what the driver reports is the figure
         verdict = f"{type(e).__name__}: {e}"

@@ -8,7 +8,8 @@ Three pieces, each small and pure where it can be:
   supervisor reads it at each heartbeat (:func:`read_progress_file`). Writing happens on a background thread at
   most every ``interval`` seconds, so calling it every step costs a dict update.
 - :func:`format_table` and :class:`ProgressDisplay`: the driver's periodic per-node status lines
-  (``TFOS_PROGRESS=auto|on|off``; ``auto`` prints them when stderr is a terminal and logs them at INFO otherwise).
+  (``TFOS_PROGRESS=auto|on|off|log``; ``auto`` prints them when stderr is a terminal and shows nothing
+  otherwise, so piped or redirected output stays free of them; ``log`` sends them to INFO log records).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _STEP_UNKNOWN = re.compile(r"^\s*(\d+)/Unknown\b")
 # Output control characters Keras' dynamic progress bar uses to redraw a line in place.
 _REDRAW = re.compile(r"[\b]+")
 
-DISPLAY_MODES = ("auto", "on", "off")
+DISPLAY_MODES = ("auto", "on", "off", "log")
 
 
 def last_segment(raw: str) -> str:
@@ -137,12 +138,23 @@ class ProgressFile:
 
 
 def display_mode(setting: str, isatty: bool) -> str:
-    """``"tty"`` (status lines on stderr), ``"log"`` (INFO log lines) or ``"off"`` for ``TFOS_PROGRESS``."""
-    if setting == "off":
-        return "off"
+    """How the driver shows progress for the ``progress`` setting (``TFOS_PROGRESS``).
+
+    Args:
+        setting: ``"auto"``, ``"on"``, ``"off"`` or ``"log"``.
+        isatty: whether the driver's stderr is a terminal.
+
+    Returns:
+        ``"tty"`` (status lines on stderr), ``"log"`` (INFO log records of the ``tfos`` logger) or ``"off"``.
+        ``"auto"`` is ``"tty"`` on a terminal and ``"off"`` otherwise.
+    """
     if setting == "on":
         return "tty"
-    return "tty" if isatty else "log"
+    if setting == "log":
+        return "log"
+    if setting == "auto" and isatty:
+        return "tty"
+    return "off"
 
 
 def format_row(row: Mapping) -> str:

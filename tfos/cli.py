@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ScriptExit", "main", "parse_args"]
 
 USAGE_ERROR = 2
+PROGRESS_CHOICES = ("auto", "on", "off", "log")  # the ``progress`` setting's values (tfos.config)
 
 
 class ScriptExit(SystemExit):
@@ -138,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reservation-timeout", type=float, default=600,
                      help="seconds for every node to start and register (default 600)")
     run.add_argument("--spark-log-level", default="WARN", help="Spark's log level on the driver (default WARN)")
+    run.add_argument("--progress", choices=PROGRESS_CHOICES, default=None,
+                     help="per-node progress lines on stderr: auto (default, TFOS_PROGRESS: only when stderr is a "
+                          "terminal), on, off, or log (as INFO log records)")
     verbosity = run.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true", help="tfos debug logging")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only tfos warnings and errors")
@@ -257,6 +261,11 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.getLogger("tfos").setLevel(level)
 
 
+def cluster_settings(args: argparse.Namespace) -> dict:
+    """The tfos settings the command line gives ``TFCluster.run``; a flag left out leaves its ``TFOS_*`` variable."""
+    return {} if args.progress is None else {"progress": args.progress}
+
+
 def _payload(args: argparse.Namespace) -> dict:
     from .errors import ConfigError
 
@@ -331,7 +340,7 @@ def _run(args: argparse.Namespace) -> int:
             spark.sparkContext, _run_script, payload, args.num_executors, num_ps=args.num_ps,
             tensorboard=args.tensorboard, log_dir=args.log_dir, eval_node=args.eval_node,
             master_node=None if args.master_node == "none" else args.master_node,
-            reservation_timeout=args.reservation_timeout,
+            reservation_timeout=args.reservation_timeout, **cluster_settings(args),
         )
         cluster.shutdown(timeout=args.timeout)
         _report_nodes(cluster)

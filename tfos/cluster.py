@@ -543,8 +543,9 @@ def run(
       file system every node sees (NFS, or a ``log_dir`` TensorFlow writes to directly).
     - ``hang_timeout=S``: a chief/worker node that shows no progress for S seconds (no output, no Keras step,
       no ``ctx.report_progress`` call) fails the run with a message naming it and its last output line.
-    - ``progress="auto"|"on"|"off"``: the driver's per-node progress lines every ``progress_interval`` seconds
-      (on stderr when it is a terminal, else INFO log records); ``TFCluster.progress()`` returns the same data.
+    - ``progress="auto"|"on"|"off"|"log"``: the driver's per-node progress lines every ``progress_interval``
+      seconds on stderr (``auto``: only when stderr is a terminal; ``log``: as INFO log records instead);
+      ``TFCluster.progress()`` returns the same data.
 
     Args:
         sc: a SparkContext, a classic SparkSession, or a Spark Connect SparkSession (then the cluster runs

@@ -25,7 +25,8 @@ hang_timeout                   TFOS_HANG_TIMEOUT           0          seconds a 
 max_restarts                   TFOS_MAX_RESTARTS           0          times to restart the whole TF cluster after a node
                                                                       was lost or killed (InputMode.TENSORFLOW)
 progress                       TFOS_PROGRESS               auto       driver progress display: auto (on a terminal,
-                                                                      else INFO log lines), on, off
+                                                                      else off), on (always, on stderr), off, log
+                                                                      (INFO log records instead)
 progress_interval              TFOS_PROGRESS_INTERVAL      10         seconds between progress display updates
 control_tls                    TFOS_CONTROL_TLS            0          serve the control plane over TLS with a certificate
                                                                       made per cluster (needs ``cryptography``)
@@ -97,8 +98,9 @@ class Settings:
             )
         if self.max_restarts < 0:
             raise ConfigError(f"max_restarts must be >= 0, got {self.max_restarts} (TFOS_MAX_RESTARTS)")
-        if self.progress not in ("auto", "on", "off"):
-            raise ConfigError(f"progress must be 'auto', 'on' or 'off', got {self.progress!r} (TFOS_PROGRESS)")
+        if self.progress not in ("auto", "on", "off", "log"):
+            raise ConfigError(f"progress must be 'auto', 'on' or 'off', got {self.progress!r} (TFOS_PROGRESS), "
+                              "or 'log' for the same lines as INFO log records")
         if self.progress_interval <= 0:
             raise ConfigError(f"progress_interval must be > 0, got {self.progress_interval} (TFOS_PROGRESS_INTERVAL)")
         if bool(self.control_tls_cert) != bool(self.control_tls_key):

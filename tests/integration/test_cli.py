@@ -30,16 +30,23 @@ def conf_args(conf):
     return [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
 
 
-def run(cmd, cwd, timeout=900):
+# The progress display's first lines would come after 1 s (default 10 s): short enough for any run here to show
+# them if the display were on.
+FAST_PROGRESS = {"TFOS_PROGRESS_INTERVAL": "1"}
+PROGRESS_HEADER = "tfos progress after "
+
+
+def run(cmd, cwd, timeout=900, env=None):
+    """Runs ``cmd`` with its stdout and stderr piped (not a terminal); returns (exit status, output)."""
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
-                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+                          env={**os.environ, "PYSPARK_PYTHON": sys.executable, **(env or {})})
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def tfos_run(script_and_options, cwd, script_args=()):
+def tfos_run(script_and_options, cwd, script_args=(), env=None):
     cmd = [sys.executable, "-m", "tfos", "run", *script_and_options, "--master", LOCAL_CLUSTER_MASTER,
            *conf_args(CONF), "--", *script_args]
-    return run(cmd, cwd)
+    return run(cmd, cwd, env=env)
 
 
 @pytest.fixture
@@ -48,11 +55,14 @@ def spark_free(spark_sessions):
 
 
 def test_tutorial_script_unchanged(spark_free, tmp_path):
-    code, output = tfos_run([TUTORIAL, "--num-executors", "2"], tmp_path)
+    env = {**FAST_PROGRESS, "TFOS_PROGRESS": "auto"}
+    code, output = tfos_run([TUTORIAL, "--num-executors", "2"], tmp_path, env=env)
     assert code == 0, output[-5000:]
     for node in ("worker:0", "worker:1"):
         assert f"[{node}] Epoch 2/2" in output, output[-5000:]
     assert "tfos: main.py finished on 2 TF nodes" in output
+    # Piped output: progress="auto" turns the display off (no status lines, no INFO records of them).
+    assert PROGRESS_HEADER not in output, output[-5000:]
 
 
 RECORD = """
@@ -112,9 +122,12 @@ def test_tutorial_through_spark_submit(standalone_cluster, spark_free, tmp_path)
     code, launcher = run([sys.executable, "-m", "tfos", "launcher"], tmp_path)
     assert code == 0, launcher
     cmd = [PYTHON_BIN / "spark-submit", "--master", standalone_cluster.master_url,
-           *conf_args({**CONF, **STANDALONE}), launcher.strip(), "run", TUTORIAL, "--num-executors", "2"]
-    code, output = run(cmd, tmp_path)
+           *conf_args({**CONF, **STANDALONE}), launcher.strip(), "run", TUTORIAL, "--num-executors", "2",
+           "--progress", "log"]
+    code, output = run(cmd, tmp_path, env=FAST_PROGRESS)
     assert code == 0, output[-5000:]
     for node in ("worker:0", "worker:1"):
         assert f"[{node}] Epoch 2/2" in output, output[-5000:]
     assert f"master {standalone_cluster.master_url}" in output
+    # --progress log: the display's lines arrive as the tfos logger's INFO records, even though output is piped.
+    assert f"INFO tfos._progress: {PROGRESS_HEADER}" in output, output[-5000:]

@@ -19,6 +19,20 @@ def test_options_before_and_after_the_script_and_script_args_after_double_dash()
     assert args.script_args == ["--epochs", "3", "--", "x"]
 
 
+@pytest.mark.parametrize("argv, settings", [
+    ([], {}),  # no flag: TFOS_PROGRESS (or auto) decides
+    (["--progress", "off"], {"progress": "off"}),
+    (["--progress", "log"], {"progress": "log"}),
+    (["--progress", "on"], {"progress": "on"}),
+])
+def test_progress_flag_becomes_the_progress_setting(argv, settings):
+    args = cli.parse_args(["run", "t.py", "-n", "2", *argv])
+    assert cli.cluster_settings(args) == settings
+    from tfos.config import from_env
+
+    from_env({}, **settings)  # a valid value of the setting
+
+
 def test_module_form():
     args = cli.parse_args(["run", "-m", "pkg.train", "--num-executors", "2"])
     assert (args.script, args.module, args.script_args, args.master_node) == (None, "pkg.train", [], "none")
@@ -35,6 +49,7 @@ def test_module_form():
     (["run", "t.py", "-n", "2", "--conf", "spark.x"], r"--conf takes KEY=VALUE, got 'spark.x'"),
     (["run", "t.py", "-n", "2", "--timeout", "0"], r"--timeout and --reservation-timeout must be > 0"),
     (["run", "t.py", "-n", "2", "--master-node", "boss"], r"invalid choice: 'boss'"),
+    (["run", "t.py", "-n", "2", "--progress", "loud"], r"--progress: invalid choice: 'loud'"),
 ])
 def test_bad_command_lines_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -62,11 +62,33 @@ def test_ctx_report_progress_writes_where_the_supervisor_reads(tmp_path, monkeyp
     TFNodeContext().report_progress(step=1)  # outside a node: nothing to do, no error
 
 
-def test_display_mode():
-    assert display_mode("auto", isatty=True) == "tty"
-    assert display_mode("auto", isatty=False) == "log"
-    assert display_mode("on", isatty=False) == "tty"
-    assert display_mode("off", isatty=True) == "off"
+@pytest.mark.parametrize("setting,isatty,mode", [
+    ("auto", True, "tty"),
+    ("auto", False, "off"),  # piped or redirected: the display turns itself off
+    ("on", False, "tty"),
+    ("on", True, "tty"),
+    ("off", True, "off"),
+    ("log", True, "log"),
+    ("log", False, "log"),
+])
+def test_display_mode(setting, isatty, mode):
+    assert display_mode(setting, isatty) == mode
+
+
+def test_every_display_mode_is_a_valid_setting():
+    from tfos._progress import DISPLAY_MODES
+    from tfos.config import from_env
+
+    assert [from_env({"TFOS_PROGRESS": mode}).progress for mode in DISPLAY_MODES] == list(DISPLAY_MODES)
+
+
+def test_log_mode_writes_info_records_and_nothing_on_the_stream(caplog):
+    out = io.StringIO()
+    display = ProgressDisplay(lambda: [{"role": "worker:0", "step": 1}], "log", interval=60, stream=out)
+    with caplog.at_level("INFO", logger="tfos._progress"):
+        display.show()
+    assert out.getvalue() == ""
+    assert [r.getMessage() for r in caplog.records][1:] == ["  worker:0    step 1"]
 
 
 def test_format_rows_and_table():

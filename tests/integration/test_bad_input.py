@@ -6,10 +6,15 @@ few slots (test_cluster.py::test_too_few_slots_is_an_early_actionable_error, tes
 a DataFrame row of the wrong shape in feed.dataset() (test_spark_feed.py::test_row_of_wrong_shape_names_the_column),
 an empty partition (test_spark_feed.py::test_dataframe_fit_with_uneven_partitions_and_epochs), wrong shapes in
 next_arrays (tests/unit/test_datafeed_shapes.py).
+
+spark.task.cpus below spark.executor.cores (several nodes in one executor) is not refused: the nodes work, with
+a warning that names the fix (test_nodes_sharing_an_executor_get_a_warning_that_names_the_fix).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 import uuid
@@ -101,8 +106,6 @@ def test_empty_rdd_and_too_few_rows_are_refused_and_the_cluster_goes_on(spark_lo
         cluster.train(sc.parallelize(range(4), 7), num_epochs=1)  # most of the 7 partitions are empty
     finally:
         cluster.shutdown(timeout=120)
-    import json
-
     counts = [json.load(open(tmp_path / f"count{i}.json"))["rows"] for i in range(2)]
     assert counts == [2, 2]
 
@@ -157,3 +160,29 @@ def test_unreachable_s3_endpoint_is_named(spark_local_cluster, s3a_settings):
     text = _run_and_fail(spark_local_cluster.sparkContext, read_tfrecords, {"path": "s3://data/train"})
     assert "StorageError" in text and "S3 endpoint: http://127.0.0.1:9" in text
     assert "do-not-print-me" not in text
+
+
+# One executor with 2 cores and 1 CPU per task: both nodes land in the same executor.
+SHARED_EXECUTOR_MASTER = "local-cluster[1,2,1024]"
+
+
+def test_nodes_sharing_an_executor_get_a_warning_that_names_the_fix(spark_sessions, tmp_path, caplog):
+    # InputMode.SPARK, the mode that relies most on executors: the feed still reaches both nodes (it goes to each
+    # node's own socket, not to an executor-wide queue as in TensorFlowOnSpark), so a warning is enough.
+    spark_sessions.stop()
+    try:
+        conf = {"spark.executor.cores": "2", "spark.task.cpus": "1"}
+        sc = spark_sessions.get(SHARED_EXECUTOR_MASTER, conf).sparkContext
+        with caplog.at_level(logging.WARNING, logger="tfos.cluster"):
+            cluster = TFCluster.run(sc, nodefns.feed_count, {"out": str(tmp_path)}, 2, input_mode=SPARK)
+        try:
+            cluster.train(sc.parallelize(range(4), 2), num_epochs=1)
+        finally:
+            cluster.shutdown(timeout=120)
+    finally:
+        spark_sessions.stop()  # this master's settings must not reach other tests
+    assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "tfos.cluster"]
+    assert any("several TF nodes share a Spark executor" in w and "[0, 1]" in w and
+               "spark.task.cpus = spark.executor.cores" in w for w in warnings), warnings
+    assert [json.load(open(tmp_path / f"count{i}.json"))["rows"] for i in range(2)] == [2, 2]

@@ -2,6 +2,8 @@
 
 import json
 import os
+import sys
+import time
 import urllib.request
 
 import cloudpickle
@@ -12,6 +14,7 @@ import nodefns
 from tfos import TFCluster
 
 cloudpickle.register_pickle_by_value(nodefns)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -66,12 +69,21 @@ def test_release_port_false_hands_the_socket_to_main_fun(spark_local_cluster, tm
         assert result == {"held": True, "bound_after_release": True}
 
 
-def test_tensorboard_on_the_chief(spark_local_cluster, tmp_path):
-    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.sleep_and_mark,
+def record_log_dir_and_sleep(args, ctx):
+    """Writes what the node got as its log dir (``ctx.log_dir``, ``TFOS_LOG_DIR``), then sleeps."""
+    with open(os.path.join(args["out"], f"logdir{ctx.worker_num}.json"), "w") as f:
+        json.dump({"ctx": ctx.log_dir, "env": os.environ.get("TFOS_LOG_DIR"), "job_name": ctx.job_name}, f)
+    time.sleep(args["sleep"])
+
+
+def test_tensorboard_on_the_chief(spark_local_cluster, tmp_path, capfd):
+    log_dir = str(tmp_path / "logs")
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, record_log_dir_and_sleep,
                             {"out": str(tmp_path), "sleep": 8}, 2, master_node="chief", tensorboard=True,
-                            log_dir=str(tmp_path / "logs"))
+                            log_dir=log_dir)
     url = cluster.tensorboard_url()
     assert url and url.startswith("http://127.0.0.1:")
+    assert f"tfos: TensorBoard running at {url}" in capfd.readouterr().err  # printed on the driver
     board_pid = next(n["tb_pid"] for n in cluster.cluster_info if n["job_name"] == "chief") or None
     body = b""
     for _ in range(60):
@@ -79,13 +91,14 @@ def test_tensorboard_on_the_chief(spark_local_cluster, tmp_path):
             body = urllib.request.urlopen(url, timeout=2).read()
             break
         except OSError:
-            import time
-
             time.sleep(0.5)
     assert b"TensorBoard" in body or b"tensorboard" in body
     cluster.shutdown(timeout=120)
     if board_pid:
         assert not psutil.pid_exists(board_pid) or psutil.Process(board_pid).status() == psutil.STATUS_ZOMBIE
+    seen = [json.load(open(tmp_path / f"logdir{i}.json")) for i in range(2)]
+    assert [(s["job_name"], s["ctx"], s["env"]) for s in seen] == [("chief", log_dir, log_dir),
+                                                                   ("worker", log_dir, log_dir)]
 
 
 def test_node_output_reaches_the_driver_with_its_role(spark_local_cluster, capfd):

@@ -97,7 +97,8 @@ def test_racing_nodes_on_one_host_get_different_gpus(tmp_path):
     smi = fake(tmp_path, [(str(i), f"GPU-{i:08d}-race", 0) for i in range(4)])
     out = tmp_path / "out"
     out.mkdir()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # not fork: earlier tests leave gRPC threads, and a forked child can
+    # inherit one of their locks held (seen: all four children stuck on a futex)
     ready, done = ctx.Event(), ctx.Event()
     procs = [ctx.Process(target=_claim_in_process, args=(smi, str(tmp_path / "l"), str(out), ready, done))
              for _ in range(4)]

@@ -7,13 +7,18 @@ hyperparameter trials. ``ctx.worker_num`` (0..N-1) tells an instance which share
 Each instance runs in a fresh child Python process (``python -m tfos._node.child``), not in the PySpark
 worker, for the same reasons as :func:`tfos.TFCluster.run`'s nodes:
 
-- its environment (``CUDA_VISIBLE_DEVICES`` for the GPUs Spark assigned to the task, ``TF_USE_LEGACY_KERAS``,
-  no inherited ``TF_CONFIG``) is set before TensorFlow is imported. In a reused PySpark worker TensorFlow may
+- its environment (``CUDA_VISIBLE_DEVICES`` for its own GPUs, ``TF_USE_LEGACY_KERAS``, no inherited
+  ``TF_CONFIG``) is set before TensorFlow is imported. In a reused PySpark worker TensorFlow may
   already be imported by an earlier task (and has then fixed its visible GPUs), and an ``os.environ`` change
   would leak into later tasks;
 - TensorFlow's threads and memory end with the instance: nothing stays behind in the executor's Python worker;
 - an instance that crashes in native code, hangs past ``timeout`` or outlives its task is killed with its
   whole process group, and its traceback and last output lines come back to the driver.
+
+GPUs are chosen as for :func:`tfos.TFCluster.run`'s nodes (see :mod:`tfos._node.gpus`): the GPUs Spark
+assigned to the task when Spark schedules GPUs; otherwise ``gpus_per_node`` free GPUs of the host, picked with
+``nvidia-smi`` under a host-wide lock, so that instances on one host never share a GPU (TensorFlowOnSpark's
+TFParallel chose GPUs the same way).
 
 The cost is one Python start and one TensorFlow import per instance (a few seconds), small next to the work a
 TF instance does.
@@ -40,10 +45,10 @@ from typing import Any, Callable, Iterator
 
 from . import _spark
 from ._node.child import ERROR_FILE_ENV
-from ._node.gpus import visible_devices
+from ._node.gpus import GpuClaim, claim_gpus, visible_devices
 from ._node.supervisor import _OutputPump, _describe_exit, _read_error_file, _stop_process_group
 from .config import from_env
-from .errors import ClusterFailedError, ConfigError, NodeFailure
+from .errors import ClusterFailedError, ConfigError, NodeFailure, PlacementError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,9 @@ class _InstanceSpec:
     stop_grace_secs: float
     log_tail_lines: int
     timeout: float
+    # Defaults as in tfos.config, for callers that build the spec without them.
+    gpus_per_node: int = 1
+    gpu_lock_dir: str = ""
 
 
 class _ReturnsResult:
@@ -94,11 +102,15 @@ class _ReturnsResult:
 
 
 def instance_env(base: dict, legacy_keras: bool, gpus: str | None, sys_path: tuple, error_file: str,
-                 result_file: str, worker_num: int) -> dict[str, str]:
-    """The environment of one instance's TF process: the executor's, minus ``TF_CONFIG``, plus tfos's."""
+                 result_file: str, worker_num: int, extra: dict | None = None) -> dict[str, str]:
+    """The environment of one instance's TF process: the executor's, minus ``TF_CONFIG``, plus tfos's.
+
+    ``extra`` holds what the GPU choice adds (``CUDA_DEVICE_ORDER``, see :class:`tfos._node.gpus.GpuClaim`).
+    """
     env = {k: v for k, v in base.items() if k != "TF_CONFIG"}
     if legacy_keras:
         env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env.update(extra or {})
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*sys_path, env.get("PYTHONPATH", "")) if p)
@@ -115,39 +127,68 @@ def _task_context(use_barrier: bool):
     return BarrierTaskContext.get() if use_barrier else TaskContext.get()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    """Where one instance runs."""
+
+    worker_num: int
+    executor_id: str
+    host: str
+
+
 def instance_task(spec: _InstanceSpec, iterator: Iterator) -> Iterator[dict]:
     """``mapPartitions`` body: partition ``i`` runs instance ``i`` in a child process and reports how it ended."""
+    import socket
+
     for _ in iterator:  # consume the input so PySpark can reuse this worker
         pass
     from ._node.spark_task import spark_executor
 
     ctx = _task_context(spec.use_barrier)
-    worker_num = ctx.partitionId()
     resources = ctx.resources() or {}
     assigned = list(resources["gpu"].addresses) if "gpu" in resources else None
     gpus = visible_devices(assigned, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    executor_id, _ = spark_executor()
-    workdir = tempfile.mkdtemp(prefix=f"tfos-parallel{worker_num}-")
+    where = _Where(ctx.partitionId(), spark_executor()[0], socket.gethostname())
+    workdir = tempfile.mkdtemp(prefix=f"tfos-parallel{where.worker_num}-")
+    claim = None
     try:
-        yield _run_instance(spec, worker_num, executor_id, gpus, workdir)
+        if gpus is None:  # Spark does not schedule GPUs: take free ones of this host, as TFCluster's nodes do
+            claim = _claim_gpus(spec, where.worker_num)
+        report = _run_instance(spec, where, claim.devices if claim else gpus, claim.env if claim else {}, workdir)
+    except PlacementError as exc:  # too few free GPUs: the driver reports it, rather than Spark retrying the task
+        report = _report(where, NodeFailure(where.worker_num, f"instance:{where.worker_num}", where.host,
+                                            where.executor_id, time.time(), message=str(exc)))
     finally:
+        if claim is not None:
+            claim.release()
         shutil.rmtree(workdir, ignore_errors=True)
+    yield report
 
 
-def _run_instance(spec: _InstanceSpec, worker_num: int, executor_id: str, gpus: str | None, workdir: str) -> dict:
-    import socket
+def _claim_gpus(spec: _InstanceSpec, worker_num: int) -> GpuClaim | None:
+    """``gpus_per_node`` GPUs of this host for an instance Spark gave none (see :func:`tfos._node.gpus.claim_gpus`)."""
+    return claim_gpus(spec.gpus_per_node, f"TFParallel instance {worker_num}", spec.gpu_lock_dir,
+                      os.environ.get("CUDA_VISIBLE_DEVICES"))
 
+
+def _report(where: _Where, failure: NodeFailure | None = None, result: bytes | None = None) -> dict:
+    return {"worker_num": where.worker_num, "executor_id": where.executor_id, "host": where.host,
+            "result": result, "failure": failure}
+
+
+def _run_instance(spec: _InstanceSpec, where: _Where, gpus: str | None, gpu_env: dict, workdir: str) -> dict:
+    worker_num = where.worker_num
     error_file = os.path.join(workdir, "error.json")
     result_file = os.path.join(workdir, "result.pkl")
     sys_path = tuple(p for p in sys.path if p)
-    env = instance_env(dict(os.environ), spec.legacy_keras, gpus, sys_path, error_file, result_file, worker_num)
-    host = socket.gethostname()
+    env = instance_env(dict(os.environ), spec.legacy_keras, gpus, sys_path, error_file, result_file, worker_num,
+                       gpu_env)
     payload = {
         "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "sys_path": list(sys_path),
         "tmp_fd": None, "feed_fd": None, "secret": None,
         "ctx": {"worker_num": worker_num, "job_name": "worker", "task_index": worker_num, "cluster_spec": {},
-                "defaultFS": spec.default_fs, "working_dir": spec.working_dir, "host": host,
-                "spark_executor_id": executor_id},
+                "defaultFS": spec.default_fs, "working_dir": spec.working_dir, "host": where.host,
+                "spark_executor_id": where.executor_id},
     }
     proc = subprocess.Popen([sys.executable, "-m", "tfos._node.child"], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -168,23 +209,21 @@ def _run_instance(spec: _InstanceSpec, worker_num: int, executor_id: str, gpus: 
         if proc.poll() is None:
             _stop_process_group(proc, spec.stop_grace_secs)
         pump.join(timeout=5)
-    report = {"worker_num": worker_num, "executor_id": executor_id, "host": host, "result": None, "failure": None}
     code = proc.returncode
     if code == 0 and not timed_out:
         if os.path.exists(result_file):
             with open(result_file, "rb") as f:
-                report["result"] = f.read()
-        return report
+                return _report(where, result=f.read())
+        return _report(where)
     record = _read_error_file(error_file)
     message = (f"did not finish within timeout={spec.timeout:.0f}s and was stopped" if timed_out
                else record.get("message") or _describe_exit(code))
-    report["failure"] = NodeFailure(
-        worker_num, f"instance:{worker_num}", host, executor_id, record.get("time", time.time()),
+    return _report(where, NodeFailure(
+        worker_num, f"instance:{worker_num}", where.host, where.executor_id, record.get("time", time.time()),
         exit_code=code if code is not None and code >= 0 else None,
         signal=-code if code is not None and code < 0 else None,
         message=message, traceback=record.get("traceback", ""), log_tail="\n".join(pump.tail),
-    )
-    return report
+    ))
 
 
 def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int, use_barrier: bool = True,
@@ -193,9 +232,14 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
 
     ``ctx`` has ``worker_num``/``executor_id`` (0..num_executors-1), ``num_workers`` (= ``num_executors``),
     ``defaultFS``, ``working_dir``, ``absolute_path()``, ``host`` and ``spark_executor_id``. There is no
-    ``TF_CONFIG``: every instance is a cluster of one. Each instance's process sees only the GPUs Spark
-    assigned to its task (``CUDA_VISIBLE_DEVICES``) when Spark schedules GPUs
-    (``spark.task.resource.gpu.amount``); otherwise it inherits the executor's. Its environment also holds
+    ``TF_CONFIG``: every instance is a cluster of one.
+
+    Each instance's process sees only its own GPUs (``CUDA_VISIBLE_DEVICES``): the GPUs Spark assigned to its
+    task when Spark schedules GPUs (``spark.task.resource.gpu.amount``); otherwise ``gpus_per_node``
+    (``TFOS_GPUS_PER_NODE``, or ``tf_args.num_gpus``; default 1) GPUs of the host that ``nvidia-smi`` shows
+    free or least used and that no other tfos instance or node on the host holds (with
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID``); ``gpus_per_node=0`` hides every GPU. Where ``nvidia-smi`` is missing or
+    finds no GPU the variable is left as the executor has it. Its environment also holds
     ``TF_USE_LEGACY_KERAS=1`` (unless ``legacy_keras=False``), ``TFOS_WORKER_NUM`` and ``PYTHONUNBUFFERED=1``.
     Its output goes to the executor's stderr, each line prefixed with ``[instance:N]``.
 
@@ -210,7 +254,7 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
             Without it the tasks run as slots free up, possibly several in turn on one executor.
         timeout: seconds an instance may run before it is stopped and reported as failed; None waits forever.
         **settings: tfos settings (see :mod:`tfos.config`): ``slot_wait_timeout``, ``stop_grace_secs``,
-            ``legacy_keras``, ``log_tail_lines``.
+            ``legacy_keras``, ``log_tail_lines``, ``gpus_per_node``, ``gpu_lock_dir``.
 
     Returns:
         The instances' return values, in ``worker_num`` order.
@@ -219,14 +263,18 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
         ConfigError: invalid arguments, or ``map_fn``/``tf_args`` cannot be pickled.
         PlacementError: ``use_barrier`` and Spark cannot run ``num_executors`` tasks at once, or dynamic
             allocation is on.
-        ClusterFailedError: instances failed; the message starts with the first failure's traceback and the
-            ``failures`` attribute lists every failed instance. The Spark job failing for another reason
-            (e.g. a lost executor) is reported the same way.
+        ClusterFailedError: instances failed (including an instance that found too few free GPUs on its
+            host); the message starts with the first failure's traceback and the ``failures`` attribute lists
+            every failed instance. The Spark job failing for another reason (e.g. a lost executor) is reported
+            the same way.
     """
     import cloudpickle
 
     from ._connect.session import is_connect
+    from .cluster import _num_gpus
 
+    if settings.get("gpus_per_node") is None and _num_gpus(tf_args) is not None:
+        settings["gpus_per_node"] = _num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
     if is_connect(sc):  # no SparkContext: the instances start through a DataFrame stage
         from ._connect.parallel import run as run_connect
 
@@ -247,6 +295,7 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
         num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=_spark.default_fs(sc),
         working_dir=os.getcwd(), legacy_keras=config.legacy_keras, stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
+        gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
     )
     if use_barrier:
         _spark.check_placement(sc, num_executors, config.slot_wait_timeout)

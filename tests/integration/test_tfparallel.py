@@ -1,14 +1,23 @@
 """TFParallel.run on a real Spark cluster: independent instances with and without barrier, too few slots,
-a failing instance."""
+a failing instance, and each instance's own GPUs (fake nvidia-smi, fake Spark GPU discovery script)."""
+
+import json
+import os
+import sys
+import time
 
 import pytest
 
 import cloudpickle
+import fake_nvidia_smi
 import nodefns_more
+from conftest import LOCAL_CLUSTER_MASTER
 from tfos import TFParallel
+from tfos._node import gpus
 from tfos.errors import ClusterFailedError, ConfigError, PlacementError
 
 cloudpickle.register_pickle_by_value(nodefns_more)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -59,3 +68,63 @@ def test_bad_arguments(spark_local_cluster):
 
     with pytest.raises(ConfigError, match="tf_args cannot be pickled"):
         TFParallel.run(spark_local_cluster, nodefns_more.parallel_record, {"lock": threading.Lock()}, 1)
+
+
+# ----- GPUs (last in this module: each test starts its own Spark session) --------------------------------------
+def record_gpus(args, ctx):
+    """Returns this instance's GPU environment, after waiting (up to args["wait"] s) for the other instances, so
+    that their GPU claims overlap."""
+    open(os.path.join(args["out"], f"started{ctx.worker_num}"), "w").close()
+    deadline = time.monotonic() + args.get("wait", 120)
+    while len(os.listdir(args["out"])) < ctx.num_workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "order": os.environ.get("CUDA_DEVICE_ORDER")}
+
+
+@pytest.fixture
+def fresh_session(spark_sessions):
+    """A local-cluster session with extra Spark settings, stopped afterwards so that they reach no other test."""
+    spark_sessions.stop()
+    yield lambda conf: spark_sessions.get(LOCAL_CLUSTER_MASTER, conf)
+    spark_sessions.stop()
+
+
+def test_without_spark_gpu_scheduling_instances_on_one_host_take_different_gpus(fresh_session, tmp_path):
+    smi = fake_nvidia_smi.install(tmp_path / "bin", [("0", "GPU-0000", 10), ("1", "GPU-1111", 900),
+                                                     ("2", "GPU-2222", 100)], apps=[("GPU-0000", os.getpid())])
+    spark = fresh_session({"spark.executorEnv.PATH": f"{os.path.dirname(smi)}:{os.environ['PATH']}"})
+    locks = tmp_path / "locks"
+    (tmp_path / "out").mkdir()
+    seen = TFParallel.run(spark, record_gpus, {"out": str(tmp_path / "out")}, 2, gpu_lock_dir=str(locks))
+    # Both executors are on this host: one GPU each, never the same, free ones (1, 2) before busy 0.
+    assert sorted(s["visible"] for s in seen) == ["1", "2"]
+    assert [s["order"] for s in seen] == ["PCI_BUS_ID", "PCI_BUS_ID"]
+    assert gpus._read_claims(str(locks / gpus.CLAIMS_NAME)) == {}  # every claim was released
+
+    # tf_args.num_gpus (TensorFlowOnSpark's) sets gpus_per_node: 2 + 2 GPUs do not fit in 3, and that is said
+    # (the instance that got two GPUs waits 5 s for the other, which never starts, then ends normally).
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(ClusterFailedError, match=r"(?s)1 of 2 TFParallel instances failed.*TFParallel instance \d on "
+                       r"host .* needs 2 GPU\(s\) but only 1 of the 3 GPU\(s\).*TFOS_GPUS_PER_NODE"):
+        TFParallel.run(spark, record_gpus, {"out": str(tmp_path / "out2"), "num_gpus": 2, "wait": 5}, 2,
+                       gpu_lock_dir=str(locks))
+    assert gpus._read_claims(str(locks / gpus.CLAIMS_NAME)) == {}
+
+
+def test_spark_scheduled_gpus_win_over_nvidia_smi(fresh_session, tmp_path):
+    script = tmp_path / "discover_gpus.sh"
+    script.write_text('#!/bin/sh\necho \'{"name": "gpu", "addresses": ["1"]}\'\n')
+    script.chmod(0o755)
+    # A fake nvidia-smi too: had tfos fallen back to it, the instances would see GPU 0.
+    smi = fake_nvidia_smi.install(tmp_path / "bin", [("0", "GPU-0000", 0)])
+    spark = fresh_session({
+        "spark.worker.resource.gpu.amount": "1", "spark.worker.resource.gpu.discoveryScript": str(script),
+        "spark.executor.resource.gpu.amount": "1", "spark.executor.resource.gpu.discoveryScript": str(script),
+        "spark.task.resource.gpu.amount": "1",
+        "spark.executorEnv.CUDA_VISIBLE_DEVICES": "4,6",  # the executor's own list: Spark's address 1 is GPU 6
+        "spark.executorEnv.PATH": f"{os.path.dirname(smi)}:{os.environ['PATH']}",
+    })
+    (tmp_path / "out").mkdir()
+    seen = TFParallel.run(spark, record_gpus, {"out": str(tmp_path / "out")}, 2, gpu_lock_dir=str(tmp_path / "locks"))
+    assert [s["visible"] for s in seen] == ["6", "6"]
+    assert [s["order"] for s in seen] == [None, None]

@@ -226,8 +226,9 @@ def _run_instance(spec: _InstanceSpec, where: _Where, gpus: str | None, gpu_env:
     ))
 
 
-def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int, use_barrier: bool = True,
-        timeout: float | None = DEFAULT_TIMEOUT, **settings: Any) -> list:
+def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None, num_executors: int | None = None,
+        use_barrier: bool = True, timeout: float | None = DEFAULT_TIMEOUT, *,
+        map_fun: Callable[[Any, Any], Any] | None = None, **settings: Any) -> list:
     """Runs ``map_fn(tf_args, ctx)`` as ``num_executors`` independent single-node TF instances, one per task.
 
     ``ctx`` has ``worker_num``/``executor_id`` (0..num_executors-1), ``num_workers`` (= ``num_executors``),
@@ -246,13 +247,14 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
     Args:
         sc: a SparkContext, a classic SparkSession, or a Spark Connect SparkSession.
         map_fn: ``map_fn(tf_args, ctx)``; picklable with cloudpickle. Its return value (picklable, small:
-            it travels through Spark's collect) is returned to the driver.
+            it travels through Spark's collect) is returned to the driver. TensorFlowOnSpark's name for it.
         tf_args: passed to ``map_fn``; a list is also set as ``sys.argv`` in the TF process.
         num_executors: number of instances (Spark tasks).
         use_barrier: run the instances as one Spark barrier stage, so they all start together, and check first
             that Spark has ``num_executors`` free task slots (raising :class:`PlacementError` otherwise).
             Without it the tasks run as slots free up, possibly several in turn on one executor.
         timeout: seconds an instance may run before it is stopped and reported as failed; None waits forever.
+        map_fun: the same as ``map_fn`` (the name ``TFCluster.run`` uses), as a keyword; give one of the two.
         **settings: tfos settings (see :mod:`tfos.config`): ``slot_wait_timeout``, ``stop_grace_secs``,
             ``legacy_keras``, ``log_tail_lines``, ``gpus_per_node``, ``gpu_lock_dir``.
 
@@ -273,6 +275,8 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
     from ._connect.session import is_connect
     from .cluster import _num_gpus
 
+    map_fn = _map_fn_argument(map_fn, map_fun)
+    _check_arguments(num_executors, timeout)
     if settings.get("gpus_per_node") is None and _num_gpus(tf_args) is not None:
         settings["gpus_per_node"] = _num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
     if is_connect(sc):  # no SparkContext: the instances start through a DataFrame stage
@@ -280,12 +284,6 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
 
         return run_connect(sc, map_fn, tf_args, num_executors, use_barrier, timeout, **settings)
     sc = _spark.spark_context(sc)
-    if not callable(map_fn):
-        raise ConfigError(f"map_fn must be callable, got {type(map_fn).__name__}")
-    if not isinstance(num_executors, int) or isinstance(num_executors, bool) or num_executors < 1:
-        raise ConfigError(f"num_executors must be an int >= 1, got {num_executors!r}")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
     config = from_env(**settings)
     spec = _InstanceSpec(
         fn=_pickle(cloudpickle, _ReturnsResult(map_fn, num_executors), "map_fn",
@@ -298,13 +296,34 @@ def run(sc, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
     )
     if use_barrier:
-        _spark.check_placement(sc, num_executors, config.slot_wait_timeout)
+        _spark.check_placement(sc, num_executors, config.slot_wait_timeout, parallel=True)
     reports = _collect(sc, spec)
     failures = [r["failure"] for r in reports if r["failure"] is not None]
     if failures:
         raise ClusterFailedError(failures, f"{len(failures)} of {num_executors} TFParallel instances failed.")
     return [cloudpickle.loads(r["result"]) if r["result"] is not None else None
             for r in sorted(reports, key=lambda r: r["worker_num"])]
+
+
+def _map_fn_argument(map_fn: Any, map_fun: Any) -> Callable:
+    """The function to run, given as ``map_fn`` (positional or keyword) or as the keyword ``map_fun``."""
+    if map_fn is not None and map_fun is not None:
+        raise ConfigError("TFParallel.run got both map_fn and map_fun; they are two names for the same argument, "
+                          "pass one")
+    if map_fn is None and map_fun is None:
+        raise ConfigError("TFParallel.run needs the function to run: TFParallel.run(sc, map_fun, tf_args, "
+                          "num_executors), or map_fun=... (alias map_fn=...)")
+    name, fn = ("map_fn", map_fn) if map_fn is not None else ("map_fun", map_fun)
+    if not callable(fn):
+        raise ConfigError(f"{name} must be callable, got {type(fn).__name__}")
+    return fn
+
+
+def _check_arguments(num_executors: Any, timeout: Any) -> None:
+    if not isinstance(num_executors, int) or isinstance(num_executors, bool) or num_executors < 1:
+        raise ConfigError(f"num_executors must be an int >= 1, got {num_executors!r}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
 
 
 def _pickle(cloudpickle, obj: Any, what: str, hint: str) -> bytes:

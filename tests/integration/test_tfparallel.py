@@ -40,9 +40,11 @@ def test_without_barrier_more_instances_than_slots_run_in_turn(spark_local_clust
 
 
 def test_too_few_slots_with_barrier_is_an_actionable_error(spark_local_cluster):
-    with pytest.raises(PlacementError, match=r"Spark can run 2 task\(s\) at once but the TF cluster needs 3 nodes"
-                       r".*lower num_executors"):
+    with pytest.raises(PlacementError, match=r"Spark can run 2 task\(s\) at once but TFParallel needs 3 instances "
+                       r"running together \(use_barrier=True\), waited 1s.*lower num_executors \(the number of "
+                       r"instances\), or pass use_barrier=False") as info:
         TFParallel.run(spark_local_cluster, nodefns_more.parallel_record, {}, 3, slot_wait_timeout=1)
+    assert "TF cluster" not in str(info.value)
 
 
 def test_failing_instance_reports_its_traceback(spark_local_cluster):
@@ -64,6 +66,8 @@ def test_bad_arguments(spark_local_cluster):
         TFParallel.run(spark_local_cluster, nodefns_more.parallel_record, {}, 0)
     with pytest.raises(ConfigError, match="map_fn must be callable"):
         TFParallel.run(spark_local_cluster, "not a function", {}, 1)
+    assert TFParallel.run(spark_local_cluster, map_fun=nodefns_more.parallel_record, tf_args={},
+                          num_executors=1)[0]["worker_num"] == 0  # map_fun, TFCluster.run's name, works too
     import threading
 
     with pytest.raises(ConfigError, match="tf_args cannot be pickled"):

@@ -18,6 +18,11 @@ hdfs://, viewfs://  hdfs-native (``pip install tfos[hdfs]``),   ``HADOOP_CONF_DI
 anything else       the fsspec implementation of that scheme    its own
 ==================  ==========================================  =====================================================
 
+``hdfs://namenode:8020/path`` names a namenode, ``hdfs://nameservice/path`` an HA name service of the Hadoop
+configuration and ``hdfs:///path`` its ``fs.defaultFS``. hdfs-native connects on the first request; an unreachable
+namenode fails after its failover retries (about 3 minutes by default, as Hadoop's own client;
+``dfs.client.failover.max.attempts`` and ``dfs.client.failover.sleep.max.millis`` in ``hdfs-site.xml`` shorten it).
+
 On the driver, :func:`tfos.cluster.run` turns Spark's ``spark.hadoop.fs.s3a.*`` settings into these variables for
 the TF processes (:func:`s3a_env`), so a job configured for Spark's S3A reads the same buckets from TF. Secrets
 travel only in process environments and are never logged.
@@ -37,7 +42,7 @@ import tempfile
 import uuid
 from typing import Iterator, Mapping, Sequence
 
-from .errors import StorageError
+from .errors import ConfigError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ __all__ = ["StorageError", "download", "download_tree", "expand", "filesystem", 
            "spark_env", "upload", "uploaded_dir", "writable_by_tensorflow"]
 
 _S3_ALIASES = {"s3a": "s3", "s3n": "s3"}
+_HDFS_CLIENTS = ("native", "pyarrow")
 # Seconds to connect to an S3 endpoint, and attempts in all: an unreachable endpoint fails in seconds, not minutes.
 _S3_CONNECT_TIMEOUT = 5
 _S3_MAX_ATTEMPTS = 3
@@ -130,22 +136,82 @@ def _s3_options(env: Mapping[str, str]) -> dict:
     return options
 
 
-def _hdfs_filesystem(url: str, env: Mapping[str, str]):
-    client = env.get("TFOS_HDFS_CLIENT", "native")
-    if client == "pyarrow":
-        from fsspec.implementations.arrow import HadoopFileSystem
+def _hdfs_authority(url: str) -> tuple[str | None, int | None]:
+    """``hdfs://nn:8020/x`` -> ``("nn", 8020)``; ``hdfs://ns1/x`` -> ``("ns1", None)``; ``hdfs:///x`` -> ``(None, None)``.
 
-        authority = url.partition("://")[2].partition("/")[0]
-        host, _, port = authority.partition(":")
-        return HadoopFileSystem(host=host or "default", port=int(port or 0))
+    The host keeps its case (an HA name service ID is matched against the Hadoop configuration as written).
+    """
+    netloc = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+    if not netloc:
+        return None, None
+    if netloc.endswith("]") or ":" not in netloc:  # no port (or a bare [IPv6] address)
+        return netloc, None
+    host, _, port = netloc.rpartition(":")
+    if not port.isdigit():
+        raise StorageError(f"{url}: the namenode port {port!r} is not a number (expected hdfs://host:port/path)")
+    return host or None, int(port)
+
+
+def _hdfs_client(url: str, env: Mapping[str, str]) -> tuple[str, dict]:
+    """Which HDFS client serves ``url`` and the arguments it is built with; connects to nothing.
+
+    Returns:
+        ``("native", {"protocol", "host", "port"})`` for hdfs-native (the default), or ``("pyarrow", {"host",
+        "port"})`` for pyarrow's libhdfs client when ``TFOS_HDFS_CLIENT=pyarrow``. A missing host means the
+        Hadoop configuration's ``fs.defaultFS`` (``"default"`` for pyarrow).
+
+    Raises:
+        ConfigError: ``TFOS_HDFS_CLIENT`` names no known client.
+        StorageError: the URL's port is not a number.
+    """
+    client = (env.get("TFOS_HDFS_CLIENT") or "native").strip().lower()
+    if client not in _HDFS_CLIENTS:
+        raise ConfigError(f"TFOS_HDFS_CLIENT must be 'native' (hdfs-native, the default) or 'pyarrow' (pyarrow's "
+                          f"libhdfs client), not {env.get('TFOS_HDFS_CLIENT')!r}")
+    kind = scheme(url)
+    host, port = _hdfs_authority(url)
+    if client == "native":
+        return "native", {"protocol": kind, "host": host, "port": port}
+    if kind == "viewfs":  # libhdfs takes a full URI as the namenode and resolves the mount table itself
+        return "pyarrow", {"host": f"viewfs://{host or ''}", "port": 0}
+    return "pyarrow", {"host": host or "default", "port": port or 0}
+
+
+def _hdfs_filesystem(url: str, env: Mapping[str, str]):
+    client, options = _hdfs_client(url, env)
+    if client == "pyarrow":
+        return _pyarrow_hdfs(url, **options)
     try:
-        from hdfs_native.fsspec import HdfsFileSystem
+        from hdfs_native.fsspec import HdfsFileSystem, ViewfsFileSystem
     except ImportError as exc:
         raise StorageError(
             f"Reading {url} needs an HDFS client: pip install 'tfos[hdfs]' (hdfs-native), or set "
             "TFOS_HDFS_CLIENT=pyarrow where the cluster provides libhdfs"
         ) from exc
-    return HdfsFileSystem(host=url.partition("://")[2].partition("/")[0] or None)
+    factory = ViewfsFileSystem if options.pop("protocol") == "viewfs" else HdfsFileSystem
+    try:
+        return factory(**options)  # reads the Hadoop configuration; connects on the first request, not here
+    except (RuntimeError, ValueError) as exc:
+        raise StorageError(
+            f"hdfs-native could not set up a client for {url} ({_short(exc)}). A namenode without a port must be "
+            "a name service (or viewfs mount table) defined in the Hadoop configuration: set HADOOP_CONF_DIR to "
+            "the directory of core-site.xml and hdfs-site.xml, or give the port (hdfs://namenode:8020/path)"
+        ) from exc
+
+
+def _pyarrow_hdfs(url: str, host: str, port: int):
+    try:
+        from fsspec.implementations.arrow import HadoopFileSystem
+    except ImportError as exc:
+        raise StorageError(f"TFOS_HDFS_CLIENT=pyarrow needs pyarrow (pip install pyarrow) to read {url}") from exc
+    try:
+        return HadoopFileSystem(host=host, port=port)  # loads libhdfs and the JVM, and connects
+    except OSError as exc:
+        raise StorageError(
+            f"TFOS_HDFS_CLIENT=pyarrow: pyarrow's libhdfs client could not load or connect for {url} "
+            f"({_short(exc)}). It needs JAVA_HOME, HADOOP_HOME (or ARROW_LIBHDFS_DIR) and CLASSPATH set to "
+            "`hadoop classpath --glob`; or unset TFOS_HDFS_CLIENT to use hdfs-native (pip install 'tfos[hdfs]')"
+        ) from exc
 
 
 def filesystem(url: str, env: Mapping[str, str] | None = None):
@@ -159,7 +225,8 @@ def filesystem(url: str, env: Mapping[str, str] | None = None):
         ``(fs, path)``: an ``fsspec.AbstractFileSystem`` and ``url``'s path as that file system spells it.
 
     Raises:
-        StorageError: the scheme's client is not installed.
+        StorageError: the scheme's client is not installed (or, for pyarrow's HDFS client, cannot load).
+        ConfigError: ``TFOS_HDFS_CLIENT`` names no known HDFS client.
     """
     import fsspec
 
@@ -262,7 +329,6 @@ def expand(patterns: str | Sequence[str], env: Mapping[str, str] | None = None) 
 
 def _expand_one(pattern: str, env) -> list[str]:
     fs, path = filesystem(pattern, env)
-    given_scheme = pattern.partition("://")[0] if "://" in pattern and not is_local(pattern) else None
     with translated(pattern):
         # fsspec shares one file system object per process, and Spark reuses its Python workers: a listing
         # cached by an earlier job would be stale.
@@ -279,12 +345,17 @@ def _expand_one(pattern: str, env) -> list[str]:
     if not paths:
         with translated(pattern):
             raise StorageError(f"No files match {pattern}{_missing_bucket(fs, pattern)}")
-    return sorted(_with_scheme(given_scheme, fs, p) for p in paths)
+    return sorted(_with_scheme(pattern, fs, p) for p in paths)
 
 
-def _with_scheme(given: str | None, filesystem, path: str) -> str:
-    if given is None:
+def _with_scheme(pattern: str, filesystem, path: str) -> str:
+    """``path`` (as ``filesystem`` lists it) as a URL in ``pattern``'s spelling of the scheme and authority."""
+    if is_local(pattern):
         return path
+    given, _, rest = pattern.partition("://")
+    if scheme(pattern) in ("hdfs", "viewfs"):
+        # Some HDFS clients (pyarrow's) list bare paths and drop the namenode when adding the scheme back.
+        return f"{given}://{rest.partition('/')[0]}/{filesystem._strip_protocol(path).lstrip('/')}"
     return given + "://" + filesystem.unstrip_protocol(path).partition("://")[2]
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 
 import pytest
 
 from tfos import _tfrecord, fs
 from tfos.data import shard_of
-from tfos.errors import DataError, StorageError
+from tfos.errors import ConfigError, DataError, StorageError
 
 
 @pytest.mark.parametrize("url, kind, norm", [
@@ -106,6 +107,98 @@ def test_upload_replaces_atomically_and_uploaded_dir(tmp_path):
 def test_unknown_scheme_is_a_storage_error():
     with pytest.raises(StorageError, match="not a file system scheme"):
         fs.filesystem("nosuchscheme://x/y")
+
+
+@pytest.mark.parametrize("url, env, expected", [
+    ("hdfs://nn:8020/x", {}, ("native", {"protocol": "hdfs", "host": "nn", "port": 8020})),
+    ("hdfs://MyCluster/x", {}, ("native", {"protocol": "hdfs", "host": "MyCluster", "port": None})),  # HA name
+    ("hdfs:///x", {}, ("native", {"protocol": "hdfs", "host": None, "port": None})),  # fs.defaultFS
+    ("viewfs://c1/x", {}, ("native", {"protocol": "viewfs", "host": "c1", "port": None})),
+    ("hdfs://alice@nn:9000/x", {"TFOS_HDFS_CLIENT": ""}, ("native", {"protocol": "hdfs", "host": "nn", "port": 9000})),
+    ("hdfs://nn:8020/x", {"TFOS_HDFS_CLIENT": "pyarrow"}, ("pyarrow", {"host": "nn", "port": 8020})),
+    ("hdfs:///x", {"TFOS_HDFS_CLIENT": " PyArrow "}, ("pyarrow", {"host": "default", "port": 0})),
+    ("viewfs://c1/x", {"TFOS_HDFS_CLIENT": "pyarrow"}, ("pyarrow", {"host": "viewfs://c1", "port": 0})),
+])
+def test_hdfs_client_choice(url, env, expected):
+    assert fs._hdfs_client(url, env) == expected
+
+
+def test_hdfs_client_choice_refuses_bad_settings():
+    with pytest.raises(ConfigError, match=r"TFOS_HDFS_CLIENT must be 'native' .* or 'pyarrow' .*not 'libhdfs'"):
+        fs._hdfs_client("hdfs://nn/x", {"TFOS_HDFS_CLIENT": "libhdfs"})
+    with pytest.raises(StorageError, match=r"hdfs://nn:http/x: the namenode port 'http' is not a number"):
+        fs._hdfs_client("hdfs://nn:http/x", {})
+
+
+def test_hdfs_native_is_picked_with_host_and_port():
+    from hdfs_native.fsspec import HdfsFileSystem, ViewfsFileSystem
+
+    # hdfs-native connects on the first request, so building a client for a namenode that does not exist is safe.
+    store, path = fs.filesystem("hdfs://nn.invalid:8020/data/x", env={})
+    assert isinstance(store, HdfsFileSystem) and (store.host, store.port) == ("nn.invalid", 8020)
+    assert path == "hdfs://nn.invalid:8020/data/x" and store._strip_protocol(path) == "/data/x"
+    assert store.unstrip_protocol("/data/x") == "hdfs://nn.invalid:8020/data/x"
+    assert ViewfsFileSystem.protocol == "viewfs"
+
+
+@pytest.mark.parametrize("url, said", [
+    ("hdfs://ns.invalid/x", "No NameNode hosts found"),  # a name service the configuration does not define
+    ("hdfs:///x", "No fs.defaultFS setting found"),
+    ("viewfs://cluster.invalid/x", "No viewfs fallback mount found"),
+])
+def test_hdfs_native_without_configuration_is_a_storage_error(url, said, monkeypatch, tmp_path):
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))  # an empty configuration
+    monkeypatch.delenv("HADOOP_HOME", raising=False)
+    with pytest.raises(StorageError, match=rf"hdfs-native could not set up a client for {url} \(.*{said}.*\)\. "
+                                           r"A namenode without a port must be a name service.*HADOOP_CONF_DIR"):
+        fs.filesystem(url, env={})
+
+
+def test_pyarrow_hdfs_client_is_picked_when_asked(monkeypatch):
+    import fsspec.implementations.arrow as arrow
+
+    built = []
+
+    class FakeHadoopFileSystem:  # pyarrow's would load libhdfs and the JVM and connect at once
+        def __init__(self, host, port):
+            built.append((host, port))
+
+    monkeypatch.setattr(arrow, "HadoopFileSystem", FakeHadoopFileSystem)
+    store, path = fs.filesystem("hdfs://nn:8020/data", env={"TFOS_HDFS_CLIENT": "pyarrow"})
+    assert isinstance(store, FakeHadoopFileSystem) and built == [("nn", 8020)] and path == "hdfs://nn:8020/data"
+
+    class NoLibhdfs:
+        def __init__(self, host, port):
+            raise OSError("Unable to load libjvm\n" + "dlopen(...) failed\n" * 100)
+
+    monkeypatch.setattr(arrow, "HadoopFileSystem", NoLibhdfs)
+    with pytest.raises(StorageError, match=r"(?s)TFOS_HDFS_CLIENT=pyarrow: pyarrow's libhdfs client could not load "
+                                           r"or connect for hdfs://nn/d \(Unable to load libjvm.*\.\.\.\)\. It "
+                                           r"needs JAVA_HOME.*unset TFOS_HDFS_CLIENT to use hdfs-native"):
+        fs.filesystem("hdfs://nn/d", env={"TFOS_HDFS_CLIENT": "pyarrow"})
+
+
+def test_missing_hdfs_client_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "hdfs_native.fsspec", None)  # import fails as if it were not installed
+    with pytest.raises(StorageError, match=r"Reading hdfs://nn:8020/x needs an HDFS client: pip install "
+                                           r"'tfos\[hdfs\]' \(hdfs-native\), or set TFOS_HDFS_CLIENT=pyarrow"):
+        fs.filesystem("hdfs://nn:8020/x", env={})
+
+
+def test_listed_hdfs_paths_keep_the_namenode():
+    class BarePaths:  # as pyarrow's client lists and re-prefixes paths
+        @staticmethod
+        def _strip_protocol(path):
+            return path.partition("://")[2].partition("/")[2] if "://" in path else path
+
+        @staticmethod
+        def unstrip_protocol(path):
+            return "hdfs://" + path
+
+    assert fs._with_scheme("hdfs://nn:8020/d/*.tfrecord", BarePaths, "/d/a.tfrecord") == "hdfs://nn:8020/d/a.tfrecord"
+    assert fs._with_scheme("hdfs:///d", BarePaths, "/d/a") == "hdfs:///d/a"
+    assert fs._with_scheme("viewfs://c1/d", BarePaths, "/d/a") == "viewfs://c1/d/a"
+    assert fs._with_scheme("/local/d", BarePaths, "/local/d/a") == "/local/d/a"
 
 
 def test_tfrecord_round_trip_and_damage(tmp_path):

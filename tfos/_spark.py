@@ -81,20 +81,24 @@ def executor_summary(sc) -> str:
     )
 
 
-def check_placement(sc, nodes: int, wait: float, poll: float = 0.5) -> int:
+def check_placement(sc, nodes: int, wait: float, poll: float = 0.5, parallel: bool = False) -> int:
     """Waits up to ``wait`` seconds until Spark can run ``nodes`` tasks at once; returns the slot count.
 
     Spark itself would retry a barrier stage that does not fit for minutes without saying why; this says it.
+
+    Args:
+        sc: the SparkContext.
+        nodes: tasks that must run at the same time.
+        wait: seconds to wait for executors that are still starting.
+        poll: seconds between two looks at the free task slots.
+        parallel: the tasks are ``TFParallel`` instances (``use_barrier=True``), not the nodes of a TF cluster;
+            only the wording of the errors differs.
 
     Raises:
         PlacementError: dynamic allocation is on, or too few task slots after ``wait`` seconds.
     """
     if (conf(sc, "spark.dynamicAllocation.enabled", "false") or "false").lower() == "true":
-        raise PlacementError(
-            "Spark dynamic allocation is on, but a TF cluster needs all of its nodes at once and for its whole "
-            "life (barrier execution). Set spark.dynamicAllocation.enabled=false and request the executors "
-            f"up front (--num-executors {nodes})."
-        )
+        raise PlacementError(_dynamic_allocation_message(nodes, parallel))
     deadline = time.monotonic() + wait
     while True:
         slots = task_slots(sc)
@@ -102,14 +106,34 @@ def check_placement(sc, nodes: int, wait: float, poll: float = 0.5) -> int:
             break
         time.sleep(poll)
     if slots < nodes:
-        raise PlacementError(
-            f"Spark can run {slots} task(s) at once but the TF cluster needs {nodes} nodes running together, "
-            f"waited {wait:.0f}s for more executors ({executor_summary(sc)}). Give the application more "
+        raise PlacementError(_too_few_slots_message(slots, nodes, wait, executor_summary(sc), parallel))
+    return slots
+
+
+def _dynamic_allocation_message(nodes: int, parallel: bool) -> str:
+    if parallel:
+        return (f"Spark dynamic allocation is on, but TFParallel with use_barrier=True needs its {nodes} instances "
+                "running at once (barrier execution). Set spark.dynamicAllocation.enabled=false and request "
+                f"executors for {nodes} task slots up front, or pass use_barrier=False to run the instances as "
+                "task slots free up.")
+    return ("Spark dynamic allocation is on, but a TF cluster needs all of its nodes at once and for its whole "
+            "life (barrier execution). Set spark.dynamicAllocation.enabled=false and request the executors "
+            f"up front (--num-executors {nodes}).")
+
+
+def _too_few_slots_message(slots: int, nodes: int, wait: float, summary: str, parallel: bool) -> str:
+    if parallel:
+        return (f"Spark can run {slots} task(s) at once but TFParallel needs {nodes} instances running together "
+                f"(use_barrier=True), waited {wait:.0f}s for more executors ({summary}). Give the application "
+                "more task slots (spark.executor.instances, spark.cores.max, more workers; spark.task.cpus must "
+                "fit spark.executor.cores), lower num_executors (the number of instances), or pass "
+                "use_barrier=False to run the instances in turn as task slots free up. "
+                "Raise TFOS_SLOT_WAIT_TIMEOUT if executors are still starting.")
+    return (f"Spark can run {slots} task(s) at once but the TF cluster needs {nodes} nodes running together, "
+            f"waited {wait:.0f}s for more executors ({summary}). Give the application more "
             f"executors (--num-executors / spark.executor.instances, spark.cores.max, more workers), make "
             f"spark.task.cpus fit spark.executor.cores, or lower num_executors. "
-            "Raise TFOS_SLOT_WAIT_TIMEOUT if executors are still starting."
-        )
-    return slots
+            "Raise TFOS_SLOT_WAIT_TIMEOUT if executors are still starting.")
 
 
 class BackgroundJob:

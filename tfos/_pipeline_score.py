@@ -133,16 +133,28 @@ def output_schema(df_schema, outputs: dict, output_mapping: Mapping[str, str]):
 
 
 # ----- executor side ---------------------------------------------------------------------------------------
+# Per Python worker process: SavedModels loaded with tags other than "serve" (those go through tfos.scoring's
+# cache), how often each was loaded, and how many partitions each scored (the last two for tests and diagnostics).
 _OWN_MODELS: dict[tuple, Any] = {}
+_OWN_LOADS: dict[tuple, int] = {}
+_SCORED: dict[tuple, int] = {}
 _OWN_LOCK = threading.Lock()
+
+
+def _tags(tag_set: str | None) -> list[str] | None:
+    return sorted(tag_set.split(",")) if tag_set else None
+
+
+def _uses_scoring_cache(tags: list[str] | None) -> bool:
+    return tags in (None, ["serve"])
 
 
 def load_signature(export_dir: str, signature: str, tag_set: str | None):
     """The signature function, loaded once per Python worker (shared with :func:`tfos.scoring.predict_saved_model`)."""
     from . import scoring
 
-    tags = sorted(tag_set.split(",")) if tag_set else None
-    if tags in (None, ["serve"]):
+    tags = _tags(tag_set)
+    if _uses_scoring_cache(tags):
         return scoring._signature(export_dir, signature)
     key = (export_dir, tuple(tags), signature)
     with _OWN_LOCK:
@@ -151,7 +163,28 @@ def load_signature(export_dir: str, signature: str, tag_set: str | None):
 
             loaded = tf.saved_model.load(export_dir, tags=tags)
             _OWN_MODELS[key] = (loaded, loaded.signatures[signature])
+            _OWN_LOADS[key] = _OWN_LOADS.get(key, 0) + 1
         return _OWN_MODELS[key][1]
+
+
+def load_count(export_dir: str, signature: str = "serving_default", tag_set: str | None = None) -> int:
+    """How often this Python worker loaded the SavedModel that ``TFModel.transform`` scores with.
+
+    Call it on an executor (e.g. in a ``mapInArrow`` probe) with the TFModel's ``export_dir``,
+    ``signature_def_key`` and ``tag_set``; with ``tag_set`` None or ``"serve"`` the count is
+    :func:`tfos.scoring.load_count`'s, whose cache both share.
+    """
+    from . import scoring
+
+    tags = _tags(tag_set)
+    if _uses_scoring_cache(tags):
+        return scoring.load_count(export_dir, signature)
+    return _OWN_LOADS.get((export_dir, tuple(tags), signature), 0)
+
+
+def partitions_scored(export_dir: str, signature: str = "serving_default", tag_set: str | None = None) -> int:
+    """How many partitions this Python worker scored with that SavedModel (see :func:`load_count`)."""
+    return _SCORED.get((export_dir, signature, tuple(_tags(tag_set) or ())), 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +205,8 @@ def score_batches(plan: ScorePlan, batches: Iterator) -> Iterator:
     import pyarrow as pa
 
     fn = load_signature(plan.export_dir, plan.signature, plan.tag_set)
+    key = (plan.export_dir, plan.signature, tuple(_tags(plan.tag_set) or ()))
+    _SCORED[key] = _SCORED.get(key, 0) + 1
     for batch in batches:
         if batch.num_rows == 0:
             continue

@@ -1,5 +1,6 @@
 """tfos.pipeline on a real Spark cluster: TFEstimator.fit on a 2-node TF cluster, TFModel.transform against the
-SavedModel called directly, inside a pyspark.ml Pipeline, saved and loaded."""
+SavedModel called directly (loaded once per executor Python worker), inside a pyspark.ml Pipeline, saved and
+loaded."""
 
 import json
 
@@ -23,6 +24,29 @@ def _direct(export_dir, x):
 
     fn = tf.saved_model.load(export_dir).signatures["serving_default"]
     return fn(features=tf.constant(x))["logits"].numpy()
+
+
+def _assert_loaded_once_per_worker(spark, export_dir, scored):
+    """Each executor's reused (Arrow) Python worker loaded the SavedModel once for all the partitions it scored."""
+    def probe(batches):  # a closure, so that Spark pickles it by value
+        import os
+
+        import pyarrow as pa
+
+        from tfos import _pipeline_score
+
+        for _ in batches:
+            pass
+        yield pa.RecordBatch.from_pydict({"pid": [os.getpid()], "loads": [_pipeline_score.load_count(export_dir)],
+                                          "scored": [_pipeline_score.partitions_scored(export_dir)]})
+
+    assert spark.sparkContext.getConf().get("spark.python.worker.reuse", "true") == "true"
+    # 8 probe tasks on 2 one-core executors: every executor runs some, in the same kind of worker as the scoring.
+    rows = spark.range(0, 8, 1, 8).mapInArrow(probe, "pid long, loads long, scored long").collect()
+    workers = {r.pid: (r.loads, r.scored) for r in rows}
+    assert all(loads == (1 if done else 0) for loads, done in workers.values()), workers
+    assert sum(done for _, done in workers.values()) == scored, workers  # the probe saw every scoring worker
+    assert max(done for _, done in workers.values()) > 1, workers  # and some worker scored several partitions
 
 
 def test_fit_transform_in_a_pipeline_then_save_and_load(spark_local_cluster, tmp_path):
@@ -58,6 +82,7 @@ def test_fit_transform_in_a_pipeline_then_save_and_load(spark_local_cluster, tmp
     again = loaded.transform(df.drop("label")).collect()  # scoring needs no label column
     got_again = np.array([r.prediction for r in sorted(again, key=lambda r: r.id)], dtype=np.float32)
     assert np.allclose(got_again, expected, atol=1e-5)
+    _assert_loaded_once_per_worker(spark_local_cluster, export_dir, scored=2 * df.rdd.getNumPartitions())
 
     Pipeline(stages=[estimator]).write().overwrite().save(str(tmp_path / "pipeline"))
     est = Pipeline.load(str(tmp_path / "pipeline")).getStages()[0]

@@ -84,7 +84,8 @@ def test_the_build_context_keeps_what_the_install_and_the_pods_need(path):
 
 
 def _venv_python() -> str:
-    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for w, a in _instructions(DOCKER / "Dockerfile") if w == "ENV")))
+    env_lines = " ".join(args for word, args in _instructions(DOCKER / "Dockerfile") if word == "ENV")
+    env = dict(re.findall(r"(\w+)=(\S+)", env_lines))
     return env["TFOS_VENV"] + "/bin/python"
 
 

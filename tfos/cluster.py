@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _attempt, _spark
+from . import _attempt, _pickle, _spark
 from ._attempt import Attempt
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
@@ -35,6 +35,7 @@ from ._feed import driver as feed_driver
 from ._feed.client import FeedError, end_feed
 from ._progress import ProgressDisplay, display_mode
 from ._node.tf_config import make_template
+from ._preimport import modules_for
 from .config import Settings, from_env
 from .fs import s3a_env
 from .errors import (
@@ -576,8 +577,6 @@ def run(
         ReservationTimeoutError: not every node registered within ``reservation_timeout``.
         ClusterFailedError: a node failed while the cluster started.
     """
-    import cloudpickle
-
     from ._connect.session import is_connect
 
     if is_connect(sc):  # no SparkContext, client maybe unreachable: node 0 hosts the control server
@@ -608,14 +607,14 @@ def run(
             "(TFOS_MAX_RESTARTS=0), or let main_fun read its data (InputMode.TENSORFLOW with tfos.data)."
         )
     try:
-        fn_bytes = cloudpickle.dumps(map_fun)
+        fn_bytes = _pickle.dumps(map_fun)
     except Exception as exc:
         raise ConfigError(
             f"main_fun cannot be pickled ({type(exc).__name__}: {exc}); it must not capture the SparkContext, "
             "open files, locks or sockets. Define it at module level and pass what it needs through args."
         ) from exc
     try:
-        args_bytes = cloudpickle.dumps(tf_args)
+        args_bytes = _pickle.dumps(tf_args)
     except Exception as exc:
         raise ConfigError(f"tf_args cannot be pickled ({type(exc).__name__}: {exc})") from exc
 
@@ -626,12 +625,14 @@ def run(
     base = LaunchSpec(
         cluster_id=cluster_id, control_address="", secret="", template=template,
         fn=fn_bytes, args=args_bytes, default_fs=_spark.default_fs(sc), working_dir=os.getcwd(),
-        log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port, legacy_keras=config.legacy_keras,
+        log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
+        legacy_keras=config.legacy_keras,
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs, gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
         extra_env=s3a_env(_spark.hadoop_conf(sc, r"^fs\.s3a\.")),
         backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
+        preimport=modules_for(config.preimport, map_fun, config.legacy_keras),
     )
     driver_ps = num_ps if driver_ps_nodes else 0
     first = _attempt.launch(sc, base, 0, config, host, spark_nodes, driver_ps)

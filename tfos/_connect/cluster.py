@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from .._node.supervisor import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
+from .._preimport import modules_for
 from ..config import Settings, from_env
 from ..errors import ClusterFailedError, ConfigError, NodeFailure, ShutdownTimeoutError
 from ..fs import s3a_env
@@ -321,8 +322,6 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         queues: Sequence[str] = ("input", "output", "error"), eval_node: bool = False, release_port: bool = True,
         **settings: Any) -> ConnectCluster:
     """``TFCluster.run`` for a Spark Connect session; same arguments, see :mod:`tfos._connect.cluster`."""
-    import cloudpickle
-
     if not callable(map_fun):
         raise ConfigError(f"map_fun must be callable, got {type(map_fun).__name__}")
     if input_mode not in (0, SPARK_MODE):
@@ -343,9 +342,9 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         raise ConfigError(f"max_restarts={config.max_restarts} is not supported with a Spark Connect session: a "
                           "restart needs a control server that outlives the failed nodes, and under Connect node 0 "
                           "hosts it. Use max_restarts=0 (TFOS_MAX_RESTARTS=0), or a classic SparkSession.")
-    fn_bytes = _pickle(cloudpickle, map_fun, "main_fun", " It must not capture the SparkSession, open files, locks "
+    fn_bytes = _pickle(map_fun, "main_fun", " It must not capture the SparkSession, open files, locks "
                        "or sockets. Define it at module level and pass what it needs through args.")
-    args_bytes = _pickle(cloudpickle, tf_args, "tf_args", "")
+    args_bytes = _pickle(tf_args, "tf_args", "")
     connect.check_placement(spark, num_executors, config.slot_wait_timeout)
     spec = LaunchSpec(
         cluster_id=secrets.token_hex(8), control_address="", secret=secrets.token_hex(32), template=template,
@@ -355,6 +354,7 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         reservation_timeout=config.reservation_timeout, stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
         gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
+        preimport=modules_for(config.preimport, map_fun, config.legacy_keras),
     )
     cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout)
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
@@ -391,9 +391,11 @@ def stage_failure(text: str) -> NodeFailure:
         "log has the details."))
 
 
-def _pickle(cloudpickle, obj: Any, what: str, hint: str) -> bytes:
+def _pickle(obj: Any, what: str, hint: str) -> bytes:
+    from .._pickle import dumps
+
     try:
-        return cloudpickle.dumps(obj)
+        return dumps(obj)
     except Exception as exc:
         raise ConfigError(f"{what} cannot be pickled ({type(exc).__name__}: {exc}).{hint}") from exc
 

@@ -28,6 +28,9 @@ progress                       TFOS_PROGRESS               auto       driver pro
                                                                       else off), on (always, on stderr), off, log
                                                                       (INFO log records instead)
 progress_interval              TFOS_PROGRESS_INTERVAL      10         seconds between progress display updates
+preimport                      TFOS_PREIMPORT              auto       modules a node's TF process imports while the cluster
+                                                                      is reserved: auto (TensorFlow if main_fun uses it),
+                                                                      off, or a comma-separated list of modules
 control_tls                    TFOS_CONTROL_TLS            0          serve the control plane over TLS with a certificate
                                                                       made per cluster (needs ``cryptography``)
 control_tls_cert               TFOS_CONTROL_TLS_CERT       (none)     PEM certificate (chain) for the control server
@@ -70,6 +73,7 @@ class Settings:
     max_restarts: int = 0
     progress: str = "auto"
     progress_interval: float = 10.0
+    preimport: str = "auto"
     control_tls: bool = False
     control_tls_cert: str = ""
     control_tls_key: str = ""
@@ -109,6 +113,9 @@ class Settings:
                 f"TFOS_CONTROL_TLS_KEY (got cert={self.control_tls_cert!r}, key={self.control_tls_key!r}), or "
                 "neither (TFOS_CONTROL_TLS=1 makes a certificate per cluster)."
             )
+        if not all(n.strip().replace("_", "a").replace(".", "a").isalnum() for n in self.preimport.split(",") if n.strip()):
+            raise ConfigError(f"preimport must be 'auto', 'off' or a comma-separated list of module names, got "
+                              f"{self.preimport!r} (TFOS_PREIMPORT)")
         if self.log_tail_lines < 1:
             raise ConfigError(f"log_tail_lines must be >= 1, got {self.log_tail_lines}")
 

@@ -1,8 +1,11 @@
 """Entry point of a node's TF process: ``python -m tfos._node.child``.
 
-The supervisor starts this module with the environment already set (``TF_CONFIG``, ``TF_USE_LEGACY_KERAS``,
-``CUDA_VISIBLE_DEVICES``) and writes a pickled payload to its stdin. Only here are the user's function and
-arguments unpickled, so whatever they import (TensorFlow included) sees that environment.
+The supervisor starts this module with the environment already set (``TF_USE_LEGACY_KERAS``,
+``CUDA_VISIBLE_DEVICES``, ``TF_CONFIG`` unless it is not known yet) and writes a pickled payload to its stdin.
+Only here are the user's function and arguments unpickled, so whatever they import (TensorFlow included) sees that
+environment. With ``--preimport tensorflow,...`` the process starts while the cluster is still being reserved and
+imports those modules while it waits for the payload, which then brings ``TF_CONFIG`` (TensorFlow reads it when a
+strategy or cluster resolver is made, not at import).
 
 On an exception the child writes message, traceback, time and host as JSON to the error file the supervisor
 named, then exits 1. It exits when its parent (the supervisor) dies.
@@ -11,6 +14,7 @@ named, then exits 1. It exits when its parent (the supervisor) dies.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import pickle
@@ -113,9 +117,39 @@ def _build_context(fields: dict, tmp_fd: int | None, feed_fd: int | None, secret
     return TFNodeContext(tmp_socket=tmp_socket, mgr=mgr, **fields)
 
 
+def _read_payload(preimport: list[str]) -> dict | None:
+    """The supervisor's payload from stdin, read by a thread while ``preimport`` modules are imported here.
+
+    A module that fails to import is left alone: main_fun's own import of it raises the real error. Returns
+    None when stdin closes without a payload (the node was not started).
+    """
+    box: dict = {}
+
+    def read() -> None:
+        box["data"] = sys.stdin.buffer.read()
+
+    reader = threading.Thread(target=read, name="tfos-payload", daemon=True)
+    reader.start()
+    for name in preimport:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported when main_fun imports it
+            pass
+    reader.join()
+    return pickle.loads(box["data"]) if box.get("data") else None
+
+
+def _option(argv: list[str], name: str) -> str:
+    """The value after ``name`` in ``argv`` ("" when absent)."""
+    return argv[argv.index(name) + 1] if name in argv[:-1] else ""
+
+
 def main() -> int:
-    payload = pickle.loads(sys.stdin.buffer.read())
-    _die_with_parent(payload["parent_pid"])
+    _die_with_parent(int(_option(sys.argv, "--parent") or os.getppid()))
+    payload = _read_payload([m for m in _option(sys.argv, "--preimport").split(",") if m])
+    if payload is None:
+        return 0
+    os.environ.update(payload.get("env") or {})
     # main_fun must not read the payload pipe; give it an empty stdin as a Spark task would have.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

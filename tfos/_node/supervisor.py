@@ -67,6 +67,7 @@ class LaunchSpec:
     attempt: int = 0  # the cluster's restart attempt (0 first), ``ctx.attempt``
     backup_dir: str = ""  # ``ctx.backup_dir``: stable across attempts, for Keras BackupAndRestore
     control_cert: bytes = dataclasses.field(default=b"", repr=False)  # the control server's TLS certificate
+    preimport: tuple = ()  # modules the TF process imports while the cluster is reserved (tfos._preimport)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +259,9 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
              on_started: Callable[[dict], None] | None = None) -> dict:
     """Runs one TF node to the end. Returns a summary; failures are reported to the driver, not raised.
 
+    With ``spec.preimport``, the TF process starts before the node registers and imports those modules
+    (TensorFlow) while the cluster is reserved; it gets ``TF_CONFIG`` and main_fun once the spec is known.
+
     Returns:
         ``{"worker_num", "role", "outcome": "ok"|"stopped"|"failed"|"aborted", "exit_code"}``.
     """
@@ -272,8 +276,10 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
                     feed_sock.getsockname()[1] if feed_sock else 0)
     client = client_factory(spec.control_address, spec.secret, root_cert=spec.control_cert)
     summary = {"worker_num": place.worker_num, "role": role, "outcome": "failed", "exit_code": None}
+    node = _Node(spec, place, job_name, task_index, sock, feed_sock)
     try:
         try:
+            node.prepare()
             client.register(info)
             cluster_spec = client.wait_for_spec(spec.reservation_timeout)
         except ClusterAborted as exc:
@@ -281,8 +287,7 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
             summary["outcome"] = "aborted"
             return summary
         logger.info("node %s is %s at %s; cluster %s", place.worker_num, role, info.address, cluster_spec)
-        return _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary,
-                          on_started)
+        return _supervise(node, client, cluster_spec, summary, on_started)
     except Exception as exc:  # noqa: BLE001 - the driver must hear about anything that stops this node
         failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
                               message=f"tfos node supervisor failed: {type(exc).__name__}: {exc}")
@@ -292,36 +297,81 @@ def run_node(spec: LaunchSpec, place: NodePlace, client_factory: Callable[..., C
             raise exc from None
         return summary
     finally:
-        sock.close()
-        if feed_sock is not None:
-            feed_sock.close()
+        node.close()
         client.close()
 
 
-def _supervise(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary, on_started
-               ) -> dict:
-    workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
-    log_dir = spec.log_dir
-    board, progress, gpus = None, {}, None
-    try:
-        if place.gpus is None:  # Spark does not schedule GPUs: take free ones of this host (nvidia-smi)
-            gpus = _claim_gpus(spec, place, job_name, summary["role"])
-            if gpus is not None:
-                place = dataclasses.replace(place, gpus=gpus.devices)
-                spec = dataclasses.replace(spec, extra_env={**spec.extra_env, **gpus.env})
+class _Node:
+    """What one node holds on its host: its ports, work directory, GPUs and (once started) its TF process."""
+
+    def __init__(self, spec: LaunchSpec, place: NodePlace, job_name: str, task_index: int, sock: socket.socket,
+                 feed_sock: socket.socket | None) -> None:
+        self.spec, self.place, self.job_name, self.task_index = spec, place, job_name, task_index
+        self.role = f"{job_name}:{task_index}"
+        self.sock, self.feed_sock = sock, feed_sock
+        self.workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
+        self.error_file = os.path.join(self.workdir, "error.json")
+        self.gpus: GpuClaim | None = None
+        self.proc: subprocess.Popen | None = None
+        self.pump: _OutputPump | None = None
+        self.log_dir = spec.log_dir
         if spec.tensorboard and place.worker_num == tensorboard_node(spec.template):
             # TensorFlowOnSpark's default: a directory in the executor's working directory.
-            log_dir = log_dir or os.path.abspath(f"tensorboard_{place.worker_num}")
-            board, tb_port = start_tensorboard(log_dir, place.host)
+            self.log_dir = self.log_dir or os.path.abspath(f"tensorboard_{place.worker_num}")
+
+    def prepare(self) -> None:
+        """Claims GPUs (when Spark assigned none) and, with ``preimport``, starts the TF process early."""
+        if self.place.gpus is None:  # Spark does not schedule GPUs: take free ones of this host (nvidia-smi)
+            self.gpus = _claim_gpus(self.spec, self.place, self.job_name, self.role)
+            if self.gpus is not None:
+                self.place = dataclasses.replace(self.place, gpus=self.gpus.devices)
+                self.spec = dataclasses.replace(self.spec, extra_env={**self.spec.extra_env, **self.gpus.env})
+        if self.spec.preimport:
+            self.start_process(None)
+
+    def start_process(self, tf_config: str | None) -> None:
+        """Starts the TF process; ``tf_config`` None means it comes later, with the payload."""
+        env = child_env(os.environ, self.spec, self.place, tf_config or "", self.error_file, self.job_name,
+                        self.task_index, self.log_dir)
+        if tf_config is None:
+            env.pop("TF_CONFIG", None)
+        keep = [] if self.spec.release_port else [self.sock.fileno()]
+        if self.feed_sock is not None:
+            keep.append(self.feed_sock.fileno())
+        command = [sys.executable, "-m", "tfos._node.child", "--parent", str(os.getpid())]
+        if self.spec.preimport and tf_config is None:
+            command += ["--preimport", ",".join(self.spec.preimport)]
+        self.proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=keep, start_new_session=True, cwd=os.getcwd(),
+        )
+        self.pump = _OutputPump(self.proc.stdout, self.role, self.spec.log_tail_lines, forward=self.spec.forward_logs)
+        self.pump.start()
+
+    def close(self) -> None:
+        """Stops a TF process still running (the node never got its spec) and releases everything."""
+        if self.proc is not None and self.proc.poll() is None:
+            _stop_process_group(self.proc, min(self.spec.stop_grace_secs, 3))
+        if self.pump is not None:
+            self.pump.join(timeout=5)
+        self.sock.close()
+        if self.feed_sock is not None:
+            self.feed_sock.close()
+        if self.gpus is not None:
+            self.gpus.release()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _supervise(node: _Node, client: ControlClient, cluster_spec, summary, on_started) -> dict:
+    board, progress = None, {}
+    try:
+        if node.spec.tensorboard and node.place.worker_num == tensorboard_node(node.spec.template):
+            board, tb_port = start_tensorboard(node.log_dir, node.place.host)
             progress = {"tb_port": tb_port, "tb_pid": board.pid}
-        return _run_child(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary,
-                          on_started, os.path.join(workdir, "error.json"), log_dir, board, progress)
+        return _run_child(node, client, cluster_spec, summary, on_started, board, progress)
     finally:
         if board is not None:
             _stop_process_group(board, 2.0)
-        if gpus is not None:
-            gpus.release()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _claim_gpus(spec: LaunchSpec, place: NodePlace, job_name: str, role: str) -> GpuClaim | None:
@@ -331,55 +381,51 @@ def _claim_gpus(spec: LaunchSpec, place: NodePlace, job_name: str, role: str) ->
                       os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
-def _run_child(spec, place, client, sock, feed_sock, cluster_spec, job_name, task_index, summary, on_started,
-               error_file, log_dir, board, progress) -> dict:
-    """Starts the TF process, watches it to its end and reports how it ended."""
-    role = summary["role"]
-    env = child_env(os.environ, spec, place, tf_config_json(cluster_spec, job_name, task_index), error_file,
-                    job_name, task_index, log_dir)
-    keep_fd = [] if spec.release_port else [sock.fileno()]
-    feed_fd = feed_sock.fileno() if feed_sock is not None else None
+def _run_child(node: _Node, client, cluster_spec, summary, on_started, board, progress) -> dict:
+    """Starts the TF process (or hands the one already importing its payload), watches it to its end and
+    reports how it ended."""
+    spec, place, job_name, task_index = node.spec, node.place, node.job_name, node.task_index
+    tf_config = tf_config_json(cluster_spec, job_name, task_index)
     if spec.release_port:
-        sock.close()  # as late as possible: the TF process binds it moments from now
+        node.sock.close()  # as late as possible: the TF process binds it moments from now
     ctx_fields = {
         "worker_num": place.worker_num, "job_name": job_name, "task_index": task_index,
         "cluster_spec": cluster_spec, "defaultFS": spec.default_fs, "working_dir": spec.working_dir,
-        "log_dir": log_dir, "host": place.host, "port": int(cluster_address_port(cluster_spec, job_name, task_index)),
+        "log_dir": node.log_dir, "host": place.host,
+        "port": int(cluster_address_port(cluster_spec, job_name, task_index)),
         "spark_executor_id": place.executor_id, "input_mode": spec.input_mode,
         "attempt": spec.attempt, "backup_dir": spec.backup_dir,
     }
+    feed_fd = node.feed_sock.fileno() if node.feed_sock is not None else None
     payload = {
         "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "ctx": ctx_fields,
-        "sys_path": list(place.sys_path), "tmp_fd": keep_fd[0] if keep_fd else None,
+        "sys_path": list(place.sys_path), "tmp_fd": None if spec.release_port else node.sock.fileno(),
         "feed_fd": feed_fd, "secret": spec.secret if feed_fd is not None else None,
+        "env": {"TF_CONFIG": tf_config},
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfos._node.child"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, pass_fds=keep_fd + ([feed_fd] if feed_fd is not None else []),
-        start_new_session=True, cwd=os.getcwd(),
-    )
-    pump = _OutputPump(proc.stdout, role, spec.log_tail_lines, forward=spec.forward_logs)
-    pump.start()
+    if node.proc is None:
+        node.start_process(tf_config)
+    proc, pump = node.proc, node.pump
     try:
         proc.stdin.write(pickle.dumps(payload))
         proc.stdin.close()
     except BrokenPipeError:
         pass  # the child died at once; its exit status tells why
-    sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
-    if feed_sock is not None:
-        feed_sock.close()  # the child serves the feed on its own copy
+    node.sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
+    if node.feed_sock is not None:
+        node.feed_sock.close()  # the child serves the feed on its own copy
     if on_started is not None:
         on_started({"worker_num": place.worker_num, "role": summary["role"], "pid": proc.pid})
     try:
         ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid, pump,
-                                  progress_file(error_file))
+                                  progress_file(node.error_file))
     finally:
         if proc.poll() is None:
             _stop_process_group(proc, spec.stop_grace_secs)
         pump.join(timeout=5)
     if spec.forward_logs:
         client.heartbeat(place.worker_num, pump.drain())  # the last lines, before the exit report
-    return _report(spec, place, client, proc.returncode, ended_by, reason, error_file, pump, summary, board)
+    return _report(spec, place, client, proc.returncode, ended_by, reason, node.error_file, pump, summary, board)
 
 
 def _report(spec, place, client, code, ended_by, reason, error_file, pump, summary, board) -> dict:

@@ -10,12 +10,20 @@
    Arrow batch, with no TF cluster; Spark SQL takes the argmax and the driver prints the accuracy.
 4. The fitted pipeline is saved to ``--pipeline_dir`` and loaded back (it records the SavedModel's path).
 
-Run it (after ``python examples/mnist/mnist_data_setup.py --output data/mnist``)::
+Run it from the repository's root, on a throwaway two-worker standalone cluster (``tfos.standalone`` starts it,
+puts its URL in place of ``{MASTER}`` and stops it afterwards)::
 
-    python -m tfos.standalone run --workers 2 --cores 1 --memory 2g -- \\
-        spark-submit --master {MASTER} --conf spark.cores.max=2 --conf spark.task.cpus=1 \\
-        examples/mnist/mnist_pipeline.py --csv $PWD/data/mnist/csv --export_dir $PWD/work/mnist_pipeline/export \\
-        --pipeline_dir $PWD/work/mnist_pipeline/pipeline
+    export PYSPARK_PYTHON=$PWD/.venv/bin/python SPARK_LOCAL_IP=127.0.0.1
+    .venv/bin/python examples/mnist/mnist_data_setup.py --output data/mnist
+    .venv/bin/python -m tfos.standalone run --workers 2 --cores 1 --memory 2g -- \\
+        .venv/bin/spark-submit --master {MASTER} --conf spark.cores.max=2 --conf spark.task.cpus=1 \\
+        --conf spark.driver.host=127.0.0.1 \\
+        examples/mnist/mnist_pipeline.py --csv data/mnist/csv --export_dir work/mnist_pipeline/export \\
+        --pipeline_dir work/mnist_pipeline/pipeline
+
+It prints a line like ``Test accuracy: 0.92xx (360 rows scored by TFModel.transform)`` (with the scikit-learn
+fallback data of ``mnist_data_setup.py``) and the reloaded pipeline's accuracy, the same. Paths are made
+absolute on the driver; executors must see them (one host, or a shared file system).
 """
 
 import argparse

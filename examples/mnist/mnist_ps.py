@@ -10,10 +10,19 @@ SavedModel, which the driver then scores on the test TFRecords.
 
 This is what Elephas's asynchronous/hogwild modes and dist-keras's DOWNPOUR/ADAG trainers did.
 
-    python -m tfos.standalone run --workers 4 --cores 1 --memory 1500m -- \\
-        spark-submit --master {MASTER} --conf spark.cores.max=4 --conf spark.task.cpus=1 \\
-        examples/mnist/mnist_ps.py --cluster_size 4 --num_ps 1 --images_labels $PWD/data/mnist/tfr \\
-        --export_dir $PWD/work/mnist_ps/export
+Run it from the repository's root (after ``mnist_data_setup.py``) on a throwaway four-worker standalone
+cluster, one executor per node (1 ps, the chief and 2 workers)::
+
+    export PYSPARK_PYTHON=$PWD/.venv/bin/python SPARK_LOCAL_IP=127.0.0.1
+    .venv/bin/python examples/mnist/mnist_data_setup.py --output data/mnist
+    .venv/bin/python -m tfos.standalone run --workers 4 --cores 1 --memory 1g -- \\
+        .venv/bin/spark-submit --master {MASTER} --conf spark.cores.max=4 --conf spark.task.cpus=1 \\
+        --conf spark.driver.host=127.0.0.1 \\
+        examples/mnist/mnist_ps.py --cluster_size 4 --num_ps 1 --images_labels data/mnist/tfr \\
+        --export_dir work/mnist_ps/export
+
+It ends with a line like ``Test accuracy: 0.95xx (360 test rows)`` (3 epochs of 50 asynchronous steps, with
+the scikit-learn fallback data of ``mnist_data_setup.py``).
 
 ``--driver_ps_nodes`` runs the ps nodes on the driver instead (for testing on fewer executors).
 """

@@ -1,7 +1,8 @@
-"""The TFParallel, pipeline and ParameterServerStrategy examples, run in-process on a real local-cluster.
+"""The TFParallel, pipeline and ParameterServerStrategy examples on a real Spark cluster.
 
-Each example's ``main(argv)`` takes the active SparkSession (``getOrCreate``), so the tests call it with a few
-steps instead of going through spark-submit; ``test_examples.py`` covers spark-submit itself.
+``mnist_pipeline.py`` then ``mnist_inference.py`` run through spark-submit on the standalone cluster, as
+examples/mnist/README.md runs them. The others run in-process on the local-cluster: each example's
+``main(argv)`` takes the active SparkSession (``getOrCreate``), so the tests call it with a few steps.
 """
 
 import importlib.util
@@ -40,26 +41,45 @@ def mnist_data(tmp_path_factory):
     return data
 
 
-def test_mnist_pipeline_then_tfparallel_inference(spark_local_cluster, mnist_data, tmp_path, capsys):
-    pipeline = load_example(EXAMPLES / "mnist" / "mnist_pipeline.py")
-    export = tmp_path / "export"
-    accuracy = pipeline.main(["--csv", str(mnist_data / "csv"), "--epochs", "3", "--export_dir", str(export),
-                              "--pipeline_dir", str(tmp_path / "pipeline")])
-    out = capsys.readouterr().out
-    assert accuracy > 0.5 and "rows scored by TFModel.transform" in out, out  # chance is 0.1
+def spark_submit(master, script, args, cwd):
+    """Runs an example as examples/mnist/README.md does (the venv's spark-submit, PYSPARK_PYTHON); its output."""
+    venv_bin = pathlib.Path(sys.executable).parent
+    cmd = [str(venv_bin / "spark-submit"), "--master", master, "--conf", "spark.cores.max=2",
+           "--conf", "spark.task.cpus=1", "--conf", "spark.driver.host=127.0.0.1",
+           # Lighter than the README's command, for a shared test machine: no UI, loopback only, WARN logs.
+           "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.ui.enabled=false",
+           "--conf", "spark.executor.memory=1g", "--conf", "spark.log.level=WARN", str(script), *args]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(cwd), env=env)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-5000:]
+    return run.stdout, output
+
+
+def test_mnist_pipeline_then_tfparallel_inference_through_spark_submit(standalone_cluster, spark_sessions,
+                                                                        mnist_data, tmp_path):
+    spark_sessions.stop()  # free the cluster's cores for the spark-submit applications
+    export = tmp_path / "work" / "export"
+    out, log = spark_submit(standalone_cluster.master_url, EXAMPLES / "mnist" / "mnist_pipeline.py",
+                            ["--csv", str(mnist_data / "csv"), "--epochs", "3", "--export_dir", str(export),
+                             "--pipeline_dir", str(tmp_path / "work" / "pipeline")], tmp_path)
+    found = re.search(r"Test accuracy: ([0-9.]+) \((\d+) rows scored by TFModel.transform\)", out)
+    assert found, log[-5000:]
+    accuracy, test_rows = float(found.group(1)), int(found.group(2))
+    assert accuracy > 0.5, out  # chance is 0.1
     reloaded = float(re.search(r"Reloaded pipeline .* accuracy ([0-9.]+)", out).group(1))
     assert abs(reloaded - accuracy) < 1e-4
 
-    inference = load_example(EXAMPLES / "mnist" / "mnist_inference.py")
-    counts = inference.main(["--images_labels", str(mnist_data / "tfr" / "test"), "--export_dir", str(export),
-                             "--output", str(tmp_path / "predictions")])
-    out = capsys.readouterr().out
-    assert [c["files"] for c in counts] == [1, 1]  # 2 files, 2 instances
-    test_rows = int(re.search(r"test_rows=(\d+)", (mnist_data / "SOURCE.txt").read_text()).group(1))
-    assert sum(c["rows"] for c in counts) == test_rows
-    assert abs(sum(c["correct"] for c in counts) / test_rows - accuracy) < 1e-3  # the same model, the same rows
-    assert len((tmp_path / "predictions" / "part-00000.csv").read_text().splitlines()) == counts[0]["rows"]
-    assert "Test accuracy" in out
+    predictions = tmp_path / "work" / "predictions"
+    out, log = spark_submit(standalone_cluster.master_url, EXAMPLES / "mnist" / "mnist_inference.py",
+                            ["--images_labels", str(mnist_data / "tfr" / "test"), "--export_dir", str(export),
+                             "--output", str(predictions)], tmp_path)
+    assert re.findall(r"instance (\d): 1 files", out) == ["0", "1"], log[-5000:]  # 2 files, 2 instances
+    found = re.search(r"Test accuracy: ([0-9.]+) \((\d+) rows scored by 2 TFParallel instances", out)
+    assert found and int(found.group(2)) == test_rows, out
+    assert abs(float(found.group(1)) - accuracy) < 1e-3  # the same model, the same rows
+    lines = [line for f in sorted(predictions.glob("part-*.csv")) for line in f.read_text().splitlines()]
+    assert len(lines) == test_rows
 
 
 def test_hyperparameter_search_returns_trials_best_first(spark_local_cluster, capsys):

@@ -44,7 +44,8 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import _spark
-from ._node.child import ERROR_FILE_ENV
+from ._pickle import dumps_for_nodes
+from ._node import ERROR_FILE_ENV
 from ._node.gpus import GpuClaim, claim_gpus, visible_devices
 from ._node.supervisor import _OutputPump, _describe_exit, _read_error_file, _stop_process_group
 from .config import from_env
@@ -286,10 +287,10 @@ def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None
     sc = _spark.spark_context(sc)
     config = from_env(**settings)
     spec = _InstanceSpec(
-        fn=_pickle(cloudpickle, _ReturnsResult(map_fn, num_executors), "map_fn",
-                   " It must not capture the SparkContext, open files, locks or sockets; define it at module level "
-                   "and pass what it needs through tf_args."),
-        args=_pickle(cloudpickle, tf_args, "tf_args", ""),
+        fn=dumps_for_nodes(_ReturnsResult(map_fn, num_executors), "map_fn",
+                           " It must not capture the SparkContext, open files, locks or sockets; define it at module "
+                           "level and pass what it needs through tf_args."),
+        args=dumps_for_nodes(tf_args, "tf_args", ""),
         num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=_spark.default_fs(sc),
         working_dir=os.getcwd(), legacy_keras=config.legacy_keras, stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
@@ -325,12 +326,6 @@ def _check_arguments(num_executors: Any, timeout: Any) -> None:
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
 
-
-def _pickle(cloudpickle, obj: Any, what: str, hint: str) -> bytes:
-    try:
-        return cloudpickle.dumps(obj)
-    except Exception as exc:
-        raise ConfigError(f"{what} cannot be pickled ({type(exc).__name__}: {exc}).{hint}") from exc
 
 
 def _collect(sc, spec: _InstanceSpec) -> list[dict]:

@@ -34,3 +34,13 @@ def dumps(obj: Any) -> bytes:
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(obj)
     return buffer.getvalue()
+
+
+def dumps_for_nodes(obj: Any, what: str, hint: str = "") -> bytes:
+    """:func:`dumps`, with a failure turned into a :class:`~tfos.errors.ConfigError` naming ``what``."""
+    from .errors import ConfigError
+
+    try:
+        return dumps(obj)
+    except Exception as exc:
+        raise ConfigError(f"{what} cannot be pickled ({type(exc).__name__}: {exc}).{hint}") from exc

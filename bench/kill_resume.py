@@ -184,7 +184,9 @@ def main() -> None:
 
 TITLE = "# Kill and resume (max_restarts)"
 INTRO = ("Produced by `bench/kill_resume.py --variant early|late`. Each section comes from one invocation (its date "
-         "and raw runs are kept when the other variant is run again).")
+         "and raw runs are kept when the other variant is run again). Sections of different dates measured "
+         "different tfos code under different machine load: compare their times with care; epochs lost depends "
+         "on where the kill lands, not on speed.")
 
 
 def _section_markers(variant: str) -> tuple[str, str]:

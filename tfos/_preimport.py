@@ -77,6 +77,12 @@ def source_mentions_tensorflow(text: str) -> bool:
     return any(f"import {m}" in text or f"from {m}" in text for m in TF_MODULES)
 
 
+def script_modules(source: str, module: str | None, legacy_keras: bool) -> tuple[str, ...]:
+    """What to pre-import for ``python -m tfos run``: a script's ``source``, or the installed ``module`` (-m)."""
+    uses_tf = _source_mentions(module, whole_name=True) if module else source_mentions_tensorflow(source)
+    return tf_modules(legacy_keras) if uses_tf else ()
+
+
 def _is_tf_name(name: str) -> bool:
     return name.split(".", 1)[0] in TF_MODULES
 
@@ -89,10 +95,11 @@ def _code_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _source_mentions(module_name: str) -> bool:
-    """True if the top-level module ``module_name`` is a source file on this path that imports TensorFlow."""
+def _source_mentions(module_name: str, whole_name: bool = False) -> bool:
+    """True if module ``module_name`` (its top-level package unless ``whole_name``: finding a dotted name imports
+    its parent packages) is a source file on this path that imports TensorFlow."""
     try:
-        spec = importlib.util.find_spec(module_name.split(".", 1)[0])
+        spec = importlib.util.find_spec(module_name if whole_name else module_name.split(".", 1)[0])
     except (ImportError, ValueError):
         return False
     origin = getattr(spec, "origin", None) if spec is not None else None

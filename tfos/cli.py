@@ -261,9 +261,21 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.getLogger("tfos").setLevel(level)
 
 
-def cluster_settings(args: argparse.Namespace) -> dict:
-    """The tfos settings the command line gives ``TFCluster.run``; a flag left out leaves its ``TFOS_*`` variable."""
-    return {} if args.progress is None else {"progress": args.progress}
+def cluster_settings(args: argparse.Namespace, payload: dict | None = None,
+                     environ: dict | None = None) -> dict:
+    """The tfos settings the command line gives ``TFCluster.run``; a flag left out leaves its ``TFOS_*`` variable.
+
+    The script's source decides ``preimport`` (unless ``TFOS_PREIMPORT`` is set): a script that imports
+    TensorFlow has it imported while the cluster is reserved (see :mod:`tfos._preimport`).
+    """
+    from ._preimport import script_modules
+
+    environ = os.environ if environ is None else environ
+    settings = {} if args.progress is None else {"progress": args.progress}
+    if payload is not None and "TFOS_PREIMPORT" not in environ:
+        legacy = environ.get("TFOS_LEGACY_KERAS", "1").strip().lower() not in ("0", "false", "no", "off", "")
+        settings["preimport"] = ",".join(script_modules(payload["source"], payload["module"], legacy)) or "off"
+    return settings
 
 
 def _payload(args: argparse.Namespace) -> dict:
@@ -340,7 +352,7 @@ def _run(args: argparse.Namespace) -> int:
             spark.sparkContext, _run_script, payload, args.num_executors, num_ps=args.num_ps,
             tensorboard=args.tensorboard, log_dir=args.log_dir, eval_node=args.eval_node,
             master_node=None if args.master_node == "none" else args.master_node,
-            reservation_timeout=args.reservation_timeout, **cluster_settings(args),
+            reservation_timeout=args.reservation_timeout, **cluster_settings(args, payload),
         )
         cluster.shutdown(timeout=args.timeout)
         _report_nodes(cluster)

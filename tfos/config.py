@@ -103,8 +103,8 @@ class Settings:
         if self.max_restarts < 0:
             raise ConfigError(f"max_restarts must be >= 0, got {self.max_restarts} (TFOS_MAX_RESTARTS)")
         if self.progress not in ("auto", "on", "off", "log"):
-            raise ConfigError(f"progress must be 'auto', 'on' or 'off', got {self.progress!r} (TFOS_PROGRESS), "
-                              "or 'log' for the same lines as INFO log records")
+            raise ConfigError(f"progress must be 'auto', 'on', 'off' or 'log' (INFO log records), got "
+                              f"{self.progress!r} (TFOS_PROGRESS)")
         if self.progress_interval <= 0:
             raise ConfigError(f"progress_interval must be > 0, got {self.progress_interval} (TFOS_PROGRESS_INTERVAL)")
         if bool(self.control_tls_cert) != bool(self.control_tls_key):

@@ -158,3 +158,15 @@ def test_module_form_runs_as_main(tmp_path, clean_interpreter, monkeypatch):
     out = str(tmp_path / "out.json")
     assert cli._run_script({"path": "", "source": "", "module": "tfos_cli_mod", "argv": [out, "x"]}, None) == 0
     assert json.load(open(out)) == {"argv": [out, "x"], "name": "__main__"}
+
+
+@pytest.mark.parametrize("source, environ, expected", [
+    ("import tensorflow as tf\n", {}, "tensorflow,tf_keras"),
+    ("import tensorflow as tf\n", {"TFOS_LEGACY_KERAS": "0"}, "tensorflow"),
+    ("print('no TF here')\n", {}, "off"),
+    ("import tensorflow as tf\n", {"TFOS_PREIMPORT": "off"}, None),  # the variable decides
+])
+def test_a_script_that_imports_tensorflow_has_it_preimported(source, environ, expected):
+    args = cli.parse_args(["run", "t.py", "-n", "2"])
+    payload = {"path": "t.py", "source": source, "module": None, "argv": []}
+    assert cli.cluster_settings(args, payload, environ).get("preimport") == expected

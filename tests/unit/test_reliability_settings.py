@@ -21,7 +21,7 @@ def test_defaults_and_environment():
     ({}, {"hang_timeout": -5}, r"hang_timeout must be >= 0 \(0 turns it off\), got -5"),
     ({}, {"hang_timeout": 2}, r"hang_timeout \(2s\) must be at least 3 heartbeats \(3.0s\) or 0 \(off\); "
                               r"raise TFOS_HANG_TIMEOUT"),
-    ({"TFOS_PROGRESS": "loud"}, {}, r"progress must be 'auto', 'on' or 'off', got 'loud' \(TFOS_PROGRESS\)"),
+    ({"TFOS_PROGRESS": "loud"}, {}, r"progress must be 'auto', 'on', 'off' or 'log' \(INFO log records\), got 'loud' \(TFOS_PROGRESS\)"),
     ({}, {"progress_interval": 0}, r"progress_interval must be > 0"),
 ])
 def test_bad_values_say_what_and_which_setting(env, overrides, message):

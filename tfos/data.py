@@ -81,10 +81,14 @@ def tfrecord_dataset(
         num_shards: override the number of shards (with ``index``).
         index: override this node's shard index.
         prefetch_files: remote files downloaded ahead of the one being read.
-        verify: check every record's CRCs before TensorFlow reads each file, so that a damaged file fails
+        verify: check every record's data CRC before TensorFlow reads each file, so that a damaged file fails
             with its name and byte offset before any of it is used (uncompressed files only; it costs a second
             pass over the data). Off by default: TensorFlow checks the CRCs as it reads, and when it reports a
             damaged record, :func:`describe_failure` (which tfos applies to main_fun's errors) finds the file.
+            Either way each uncompressed file's framing (record lengths and their CRCs, not the data) is walked
+            before TensorFlow reads it, in the background: TensorFlow takes a file cut short inside a record
+            header for a complete one and silently drops the rest, where tfos raises a ``DataError`` naming the
+            file and byte offset.
 
     Returns:
         A ``tf.data.Dataset`` of scalar ``tf.string`` records; it can be iterated again (each epoch streams the
@@ -108,7 +112,7 @@ def tfrecord_dataset(
     mine = files if by_record else files[me::shards]
     logger.info("tfrecord_dataset: %d of %d files (shard %d of %d, by %s)", len(mine), len(files), me, shards,
                 "record" if by_record else "file")
-    check = verify and not compression_type
+    check = "" if compression_type else "data" if verify else "framing"
     local = _LocalFiles(mine, prefetch_files, check, compression_type)
     ds = tf.data.Dataset.from_generator(local, output_signature=tf.TensorSpec((), tf.string))
     ds = ds.flat_map(lambda path: tf.data.TFRecordDataset(path, compression_type, buffer_size=1 << 20))
@@ -202,11 +206,12 @@ class _LocalFiles:
 
     Remote files are downloaded ``prefetch`` ahead by a thread pool into a temporary directory; a file is deleted
     when the next one is requested (``flat_map`` has then read it through) and the directory when the iteration
-    ends or is abandoned.
+    ends or is abandoned. The pool also checks each file (``check``: ``"data"`` every CRC, ``"framing"`` record
+    lengths and header CRCs only, ``""`` nothing) before it is handed on.
     """
 
-    def __init__(self, urls: list[str], prefetch: int, verify: bool, compression: str = "") -> None:
-        self._urls, self._prefetch, self._verify, self._compression = urls, prefetch, verify, compression
+    def __init__(self, urls: list[str], prefetch: int, check: str, compression: str = "") -> None:
+        self._urls, self._prefetch, self._check, self._compression = urls, prefetch, check, compression
 
     def __call__(self) -> Iterator[str]:
         tmp = tempfile.mkdtemp(prefix="tfos-tfrecords-")
@@ -240,8 +245,8 @@ class _LocalFiles:
         if not fs.is_local(url) and fs.writable_by_tensorflow(url):
             return url  # TensorFlow reads this scheme itself (gs://)
         path = fs.normalize(url) if fs.is_local(url) else fs.download(url, target)
-        if self._verify:
-            _tfrecord.check_file(path, name=url)
+        if self._check:
+            _tfrecord.check_file(path, check_data=self._check == "data", name=url)
         return path
 
 

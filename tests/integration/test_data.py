@@ -68,22 +68,63 @@ def test_gzip_from_s3(tf, tmp_path, s3_env):
 def test_corrupt_file_named_with_offset(tf, tmp_path, s3_env):
     _write_tfrecords(tf, tmp_path / "bad", files=2, per_file=10)
     path = tmp_path / "bad" / "part-001.tfrecord"
-    raw = bytearray(path.read_bytes())
-    raw[-30] ^= 0xFF
+    raw = bytearray(path.read_bytes())  # records "1:r" of 19 bytes: the last one is at 171, its data at 183
+    raw[-5] ^= 0xFF  # in the last record's data
     path.write_bytes(bytes(raw))
     bucket = s3_env.make_bucket("data-bad")
     fs.upload(str(tmp_path / "bad"), f"{bucket}/bad")
+    raw[-17] ^= 0xFF  # and in its header (the length): the framing pass of the default path finds that one
+    (tmp_path / "bad-header").mkdir()
+    (tmp_path / "bad-header" / "part-001.tfrecord").write_bytes(bytes(raw))
+    with pytest.raises(Exception, match=r"part-001\.tfrecord: corrupted record header \(length CRC mismatch\) at "
+                                        r"byte offset 171"):
+        _records(data.tfrecord_dataset(str(tmp_path / "bad-header"), shard=False))
     for source in (str(tmp_path / "bad"), f"{bucket}/bad"):
         # verify=True: checked before TensorFlow reads the file.
-        with pytest.raises(Exception, match=r"part-001\.tfrecord: corrupted record .* at byte offset \d+"):
+        with pytest.raises(Exception, match=r"part-001\.tfrecord: corrupted record data \(CRC mismatch\) at byte "
+                                            r"offset 171"):
             _records(data.tfrecord_dataset(source, shard=False, verify=True))
         # Default: TensorFlow finds the damage and names no file; describe_failure (used by the TF child's error
         # report) finds it.
         with pytest.raises(Exception, match=r"corrupted record at \d+") as caught:
             _records(data.tfrecord_dataset(source, shard=False))
-        assert re.match(r".*part-001\.tfrecord: corrupted record .* at byte offset \d+",
+        assert re.match(r".*part-001\.tfrecord: corrupted record data \(CRC mismatch\) at byte offset 171",
                         data.describe_failure(caught.value))
     assert data.describe_failure(ValueError("something else")) is None
+
+
+def test_truncated_file_named_with_offset_on_the_default_read_path(tf, tmp_path, s3_env):
+    _write_tfrecords(tf, tmp_path / "cut", files=2, per_file=10)  # records "1:r": 12 + 3 + 4 = 19 bytes each
+    path = tmp_path / "cut" / "part-001.tfrecord"
+    whole = path.read_bytes()
+    bucket = s3_env.make_bucket("data-truncated")
+    # Cut inside the last record's data (TensorFlow alone says "truncated record at 171", naming no file) or
+    # inside its header (TensorFlow alone silently drops the record): the framing pass of the default read path
+    # (verify=False) names the file and offset before TensorFlow reads it.
+    for cut in (5, 13):
+        path.write_bytes(whole[:-cut])
+        fs.upload(str(tmp_path / "cut"), f"{bucket}/cut{cut}")
+        for source in (str(tmp_path / "cut"), f"{bucket}/cut{cut}"):
+            with pytest.raises(Exception, match=rf"{source}/part-001\.tfrecord: truncated record .*at byte offset "
+                                                r"171; the file is damaged"):
+                _records(data.tfrecord_dataset(source, shard=False))
+
+
+def test_bad_credentials_say_so_without_the_secret(s3_env, monkeypatch):
+    s3_env.make_bucket("data-creds")
+    wrong_secret = "wrong-" + s3_env.secret_key[:8]
+    for key, secret in ((s3_env.access_key, wrong_secret), ("no-such-key", s3_env.secret_key)):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        with pytest.raises(StorageError, match=r"Access to s3://data-creds/x/\*\.tfrecord was denied \(The (request "
+                                               r"signature|access key ID).*\)\. Check the credentials "
+                                               r"\(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY") as caught:
+            data.tfrecord_dataset("s3://data-creds/x/*.tfrecord")
+        chain, error = [], caught.value
+        while error is not None:  # the message and every error behind it
+            chain.append(f"{error!s} {error!r}")
+            error = error.__cause__ or error.__context__
+        assert not [text for text in chain if secret in text or s3_env.secret_key in text]
 
 
 def test_missing_paths_and_buckets(s3_env, tmp_path):

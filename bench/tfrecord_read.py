@@ -4,10 +4,14 @@ Same files, same pipeline (parse a tf.train.Example of 784 floats + an int64 lab
 the end, in one process. Runs alternate between the readers so that machine noise hits all of them.
 
 - ``local TFRecordDataset``: ``tf.data.TFRecordDataset(files)`` on local disk (the ceiling);
-- ``tfos.data local``: :func:`tfos.data.tfrecord_dataset` on the same local files (CRC check on);
-- ``tfos.data s3``: :func:`tfos.data.tfrecord_dataset` on the same files in a SeaweedFS S3 server on loopback.
+- ``tfos.data local``: :func:`tfos.data.tfrecord_dataset` on the same local files with its defaults
+  (``verify=False``: TensorFlow checks the CRCs as it reads; tfos walks each file's record framing, lengths and
+  header CRCs, in a background thread first);
+- ``tfos.data s3``: the same defaults, on the same files in a SeaweedFS S3 server on loopback;
+- with ``--verify``, also ``tfos.data local verify=True``: every record's data CRC checked by tfos before
+  TensorFlow reads the file (a second pass over the data).
 
-    python bench/tfrecord_read.py [--rows 60000] [--files 8] [--runs 3]
+    python bench/tfrecord_read.py [--rows 60000] [--files 8] [--runs 3] [--verify]
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--verify", action="store_true", help="also time tfos.data local with verify=True")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "tfrecord_read.md"))
     args = parser.parse_args()
 
@@ -90,6 +95,8 @@ def main() -> None:
             "tfos.data local": lambda: data.tfrecord_dataset(local, shard=False),
             "tfos.data s3": lambda: data.tfrecord_dataset("s3://bench/tfr", shard=False),
         }
+        if args.verify:
+            readers["tfos.data local verify=True"] = lambda: data.tfrecord_dataset(local, shard=False, verify=True)
         for make in readers.values():  # warm-up: page cache, TF graph tracing
             drain(pipeline(tf, make()))
         runs: dict[str, list[float]] = {name: [] for name in readers}
@@ -105,7 +112,8 @@ def main() -> None:
         "# TFRecord read throughput: local disk vs tfos.data from S3",
         "",
         f"{rows:,} tf.train.Example records (784 float32 + int64 label), {args.files} files, {size / 1e6:.0f} MB; "
-        "pipeline: batch(128) -> parse_example -> prefetch, drained. S3: SeaweedFS `weed mini` on loopback.",
+        "pipeline: batch(128) -> parse_example -> prefetch, drained. S3: SeaweedFS `weed mini` on loopback. "
+        "tfos.data with its defaults (verify=False) unless the reader says verify=True.",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"TensorFlow {tf.__version__}; {args.runs} runs each, alternating, after one warm-up each; "
         f"{time.strftime('%Y-%m-%d')}.",

@@ -1,6 +1,11 @@
 """tfos from a Spark Connect session whose server runs on the standalone test cluster (2 workers x 1 core):
 the deployment the README describes (a Connect server started on a standalone cluster, clients with
-``--remote``/``SPARK_REMOTE``)."""
+``--remote``/``SPARK_REMOTE``).
+
+One Connect server for the module: InputMode.TENSORFLOW, inference and training through the Spark feed (Keras,
+MultiWorkerMirroredStrategy on 2 nodes), and a node failure that comes back with its traceback. The local
+Connect tests (test_connect.py) cover the rest on a local-cluster master.
+"""
 
 import json
 
@@ -8,14 +13,17 @@ import cloudpickle
 import pytest
 
 import nodefns
+import nodefns_connect
 from connect_server import ConnectServer, client_session, forget_connect_client
 from conftest import DRIVER_CONF, STANDALONE_CONF
 from tfos import TFCluster
+from tfos.errors import ClusterFailedError
 
 # The Connect client needs pyspark[connect]'s extras (the test extra lists them); say so instead of an ImportError.
 for _module in ("google.rpc.status_pb2", "grpc_status", "zstandard"):
     pytest.importorskip(_module, reason="Spark Connect client dependencies missing: pip install 'pyspark[connect]'")
 cloudpickle.register_pickle_by_value(nodefns)
+cloudpickle.register_pickle_by_value(nodefns_connect)
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -53,3 +61,25 @@ def test_tensorflow_mode_and_inference_on_standalone(connect_standalone, tmp_pat
         assert [r.doubled for r in out] == [2 * i for i in range(40)]
     finally:
         cluster.shutdown(timeout=120)
+
+
+def test_spark_feed_training_and_a_node_failure_on_standalone(connect_standalone, tmp_path):
+    spark = connect_standalone
+    rows = [(p, [float(i % 7)] * 4, i % 2) for p, n in enumerate([50, 3, 27]) for i in range(n)]
+    df = spark.createDataFrame(rows, "p int, x array<float>, label long").repartition(3, "p").drop("p")
+    cluster = TFCluster.run(spark, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 1}, 2,
+                            input_mode=TFCluster.InputMode.SPARK, master_node="chief")
+    assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
+    assert {n["spark_executor_id"] for n in cluster.cluster_info} == {"0", "1"}
+    cluster.train(df, num_epochs=1)
+    cluster.shutdown(timeout=300)
+    steps = [json.load(open(tmp_path / f"fit{i}.json"))["steps"] for i in range(2)]
+    assert steps[0] == steps[1] and 5 <= steps[0] <= 6  # 40 rows per node, as in the local Connect test
+
+    cluster = TFCluster.run(spark, nodefns_connect.fail_on, {"fail": 1, "others_sleep": 120}, 2, stop_grace_secs=2)
+    with pytest.raises(ClusterFailedError, match=(
+            r"(?s)Root cause \(first observed failure\): node 1, worker:1.*exit code 1.*"
+            r"ValueError: connect boom on node 1.*Traceback.*nodefns_connect.py.*Other nodes:.*"
+            r"\[node 0\]: stopped because the cluster failed")) as info:
+        cluster.shutdown(timeout=120)
+    assert "marker line before the failure" in info.value.root_cause.log_tail

@@ -6,8 +6,10 @@ inference back to a DataFrame), a failure while feeding, node 0's own task dying
 for what Connect cannot do.
 """
 
+import contextlib
 import json
 import os
+import threading
 
 import cloudpickle
 import psutil
@@ -38,6 +40,30 @@ S3A_CONF = {"spark.hadoop.fs.s3a.access.key": "hidden-from-clients", "spark.hado
             "spark.executorEnv.AWS_ACCESS_KEY_ID": "from-executor-env"}
 
 
+def _listening() -> set:
+    """This process's listening TCP sockets (address, port)."""
+    return {tuple(c.laddr) for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
+@contextlib.contextmanager
+def _new_listeners():
+    """Collects the TCP sockets this process starts listening on inside the block (sampled every 0.2 s)."""
+    before, seen, stop = _listening(), set(), threading.Event()
+
+    def watch():
+        while not stop.wait(0.2):
+            seen.update(_listening() - before)
+
+    watcher = threading.Thread(target=watch, name="listen-watch", daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        watcher.join(10)
+        seen.update(_listening() - before)
+
+
 @pytest.fixture(scope="module")
 def connect(spark_sessions, tmp_path_factory):
     """A Connect client session on a Connect server whose application runs on ``local-cluster[2,1,1024]``."""
@@ -62,9 +88,12 @@ def test_the_session_is_a_connect_client(connect):
 
 
 def test_mnist_like_training_with_input_mode_tensorflow(connect, tmp_path):
-    cluster = TFCluster.run(connect, nodefns_connect.digits_train, {"out": str(tmp_path)}, 2, master_node="chief")
-    assert cluster.sc is None
-    cluster.shutdown(timeout=300)
+    with _new_listeners() as opened:  # the client opens no port for the nodes (they may be unable to reach it)
+        cluster = TFCluster.run(connect, nodefns_connect.digits_train, {"out": str(tmp_path)}, 2,
+                                master_node="chief")
+        assert cluster.sc is None
+        cluster.shutdown(timeout=300)
+    assert not opened
     chief, worker = (json.load(open(tmp_path / f"digits{i}.json")) for i in range(2))
     assert (chief["job_name"], worker["job_name"]) == ("chief", "worker")
     assert chief["tf_config"]["cluster"] == worker["tf_config"]["cluster"]
@@ -106,15 +135,19 @@ def test_node_failure_comes_back_with_its_traceback(connect):
 def test_dataframe_feed_train_and_inference(connect, tmp_path):
     rows = [(p, [float(i % 7)] * 4, i % 2) for p, n in enumerate([50, 3, 27]) for i in range(n)]
     df = connect.createDataFrame(rows, "p int, x array<float>, label long").repartition(3, "p").drop("p")
-    cluster = TFCluster.run(connect, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 2}, 2, input_mode=SPARK,
-                            master_node="chief")
-    assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
-    assert all(n["feed_addr"] for n in cluster.cluster_info) and cluster.cluster_meta["server_addr"]
-    with pytest.raises(ConfigError, match=r"under Spark Connect there is no SparkContext.*pass a DataFrame"):
-        cluster.train([(1, [1.0] * 4, 0)])
-    cluster.train(df, num_epochs=2)
-    assert [p["role"] for p in cluster.progress()] == ["chief:0", "worker:0"]  # asked from node 0
-    cluster.shutdown(timeout=300)
+    # The control server and the feeds listen on the executors; the client listens on nothing while the nodes
+    # start, are fed, are asked for progress and stop (it need not be reachable from the cluster).
+    with _new_listeners() as opened:
+        cluster = TFCluster.run(connect, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 2}, 2,
+                                input_mode=SPARK, master_node="chief")
+        assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
+        assert all(n["feed_addr"] for n in cluster.cluster_info) and cluster.cluster_meta["server_addr"]
+        with pytest.raises(ConfigError, match=r"under Spark Connect there is no SparkContext.*pass a DataFrame"):
+            cluster.train([(1, [1.0] * 4, 0)])
+        cluster.train(df, num_epochs=2)
+        assert [p["role"] for p in cluster.progress()] == ["chief:0", "worker:0"]  # asked from node 0
+        cluster.shutdown(timeout=300)
+    assert not opened
     steps = [json.load(open(tmp_path / f"fit{i}.json"))["steps"] for i in range(2)]
     assert steps[0] == steps[1] and 10 <= steps[0] <= 12  # 40 rows per node per epoch, as in classic mode
 

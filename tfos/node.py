@@ -145,7 +145,10 @@ class TFNodeContext:
 
         Args:
             model: a Keras model or a ``tf.Module``.
-            export_dir: where the chief writes the SavedModel (any path TensorFlow can write).
+            export_dir: where the chief writes the SavedModel: a local path or a scheme TensorFlow writes itself
+                (``gs://``) is written in place; ``s3://``, ``hdfs://`` and the other schemes of :mod:`tfos.fs`
+                are written to a local temporary directory first and uploaded once complete
+                (:func:`tfos.fs.uploaded_dir`), so readers never see half a model.
         """
         from .compat import export_saved_model
 

@@ -136,6 +136,31 @@ def _tfos225_generator_dataset(tf, ctx):
     return tf.data.Dataset.from_generator(rows, output_signature=sig), feed
 
 
+def infer_main(args, ctx):
+    """Inference scenario: each node loads the SavedModel and scores what the feed gives it, through each
+    tool's documented inference loop (tfos: arrays in and out; TensorFlowOnSpark: rows and a list out)."""
+    import numpy as np
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(args["export_dir"]).signatures["serving_default"]
+    _mark(args["out"], ctx.worker_num, "model_loaded")
+    if args["tool"] == "tfos":
+        feed = ctx.get_data_feed(train_mode=False)
+        while not feed.should_stop():
+            cols = feed.next_arrays(args["batch"])
+            if cols:
+                feed.batch_results(fn(features=tf.constant(cols["features"]))["prediction"].numpy())
+        return
+    from tensorflowonspark import TFNode
+
+    feed = TFNode.DataFeed(ctx.mgr, False)
+    while not feed.should_stop():
+        rows = feed.next_batch(args["batch"])
+        if rows:
+            x = np.asarray([r[0] for r in rows], dtype=np.float32)
+            feed.batch_results(fn(features=tf.constant(x))["prediction"].numpy().tolist())
+
+
 # ---------------------------------------------------------------- driver side
 
 
@@ -296,6 +321,75 @@ def _figures(events, t0, args):
     return fig
 
 
+# ------------------------------------------------------------ inference
+
+
+def run_inference(args, out):
+    """Rows/s scoring the same SavedModel on the same cached DataFrame: each tool's cluster.inference (a
+    2-node InputMode.SPARK cluster) or its pipeline TFModel.transform; "hand" is the one-process ceiling."""
+    result = {"tool": args.tool, "scenario": "inference", "path": args.path, "nodes": args.nodes}
+    if args.tool == "hand":
+        result["path"] = "ceiling"
+        result.update(_ceiling(args))
+        return result
+    spark = _spark(args)
+    df = _make_df(spark, args.data).select("features")
+    rows = df.count()
+    try:
+        secs = _score_cluster(spark, df, args, out) if args.path == "cluster" else _score_transform(df, args)
+        result.update(rows=rows, score_s=secs, rows_per_s=rows / secs)
+    except BaseException as e:  # noqa: BLE001 - recorded, the orchestrator decides
+        result["error"] = f"{type(e).__name__}: {e}"[:2000]
+    spark.stop()
+    return result
+
+
+def _score_cluster(spark, df, args, out):
+    TFCluster = _tfcluster(args.tool)
+    fn_args = {"out": out, "tool": args.tool, "export_dir": args.export_dir, "batch": 1024}
+    cluster = TFCluster.run(spark.sparkContext, infer_main, fn_args, args.nodes, num_ps=0,
+                            input_mode=TFCluster.InputMode.SPARK)
+    try:  # the clock starts once every node has TensorFlow imported and the model loaded
+        _wait_for(lambda: _all_nodes(_events(out), "model_loaded", args.nodes), args.cap, "model loaded on all nodes")
+        start = time.time()
+        if args.tool == "tfos":
+            cluster.inference(df, schema="prediction array<float>").write.format("noop").mode("overwrite").save()
+        else:
+            cluster.inference(df.rdd.map(lambda r: (r.features,))).count()
+        return time.time() - start
+    finally:
+        cluster.shutdown(timeout=int(args.cap))
+
+
+def _score_transform(df, args):
+    if args.tool == "tfos":
+        from tfos.pipeline import TFModel
+    else:
+        from tensorflowonspark.pipeline import TFModel
+    model = (TFModel({}).setExportDir(args.export_dir).setBatchSize(1024).setTagSet("serve")
+             .setSignatureDefKey("serving_default").setInputMapping({"features": "features"})
+             .setOutputMapping({"prediction": "prediction"}))
+    sink = lambda d: model.transform(d).write.format("noop").mode("overwrite").save()  # noqa: E731
+    sink(df.limit(4096))  # warm-up: Python workers start, import TensorFlow and load the model (cached per worker)
+    start = time.time()
+    sink(df)
+    return time.time() - start
+
+
+def _ceiling(args):
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.load(args.data)["x"]
+    fn = tf.saved_model.load(args.export_dir).signatures["serving_default"]
+    fn(features=tf.constant(x[:1024]))  # warm-up (tracing)
+    start = time.time()
+    for i in range(0, len(x), 1024):
+        fn(features=tf.constant(x[i:i + 1024]))["prediction"].numpy()
+    secs = time.time() - start
+    return {"rows": len(x), "score_s": secs, "rows_per_s": len(x) / secs}
+
+
 # ------------------------------------------------------------ hand-launched MWMS
 
 
@@ -348,7 +442,9 @@ def run_hand(args, out):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tool", choices=["tfos", "tfos225", "hand"])
-    p.add_argument("--scenario", choices=["startup", "scale", "tensorflow", "spark", "failure"])
+    p.add_argument("--scenario", choices=["startup", "scale", "tensorflow", "spark", "failure", "inference"])
+    p.add_argument("--path", choices=["cluster", "transform"], default="cluster", help="inference path")
+    p.add_argument("--export-dir", default="", help="the SavedModel scored in the inference scenario")
     p.add_argument("--master", default="")
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--executor-memory", default="1g")
@@ -367,7 +463,10 @@ def main():
         hand_worker(args)
         return
     out = tempfile.mkdtemp(prefix="sbs-events-")
-    result = run_hand(args, out) if args.tool == "hand" else run_cluster(args, out)
+    if args.scenario == "inference":
+        result = run_inference(args, out)
+    else:
+        result = run_hand(args, out) if args.tool == "hand" else run_cluster(args, out)
     result["events_dir"] = out
     with open(args.result, "w") as f:
         json.dump(result, f)

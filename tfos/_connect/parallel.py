@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import TFParallel as tfp
+from .._pickle import dumps_for_nodes
 from .._spark import bind
 from ..config import from_env
 from ..errors import ClusterFailedError, ConfigError, NodeFailure
@@ -48,10 +49,10 @@ def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: i
         raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
     config = from_env(**settings)
     spec = tfp._InstanceSpec(
-        fn=tfp._pickle(cloudpickle, tfp._ReturnsResult(map_fn, num_executors), "map_fn",
-                       " It must not capture the SparkSession, open files, locks or sockets; define it at module "
-                       "level and pass what it needs through tf_args."),
-        args=tfp._pickle(cloudpickle, tf_args, "tf_args", ""),
+        fn=dumps_for_nodes(tfp._ReturnsResult(map_fn, num_executors), "map_fn",
+                           " It must not capture the SparkSession, open files, locks or sockets; define it at "
+                           "module level and pass what it needs through tf_args."),
+        args=dumps_for_nodes(tf_args, "tf_args", ""),
         num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=connect.default_fs(spark),
         working_dir=os.getcwd(), legacy_keras=config.legacy_keras, stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,

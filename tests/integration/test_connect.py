@@ -215,6 +215,9 @@ def test_what_connect_cannot_do_is_refused_with_the_reason(connect):
     with pytest.raises(PlacementError, match=r"(?s)Spark did not run 3 tasks at once within 3s.*"
                                              r"spark.master: local-cluster.*lower num_executors"):
         TFCluster.run(connect, nodefns.record_ctx, {}, 3, slot_wait_timeout=3)
+    with pytest.raises(PlacementError, match=r"(?s)Spark did not run 3 tasks at once within 3s.*TFParallel needs 3 "
+                                             r"task slots.*use_barrier=False"):
+        TFParallel.run(connect, nodefns_connect.parallel_square, {"x": 1}, 3, slot_wait_timeout=3)
     cluster = TFCluster.run(connect, nodefns_connect.parallel_square, {"x": 1}, 1)
     with pytest.raises(ConfigError, match=r"needs a cluster started with input_mode=InputMode.SPARK"):
         cluster.train(connect.range(3))

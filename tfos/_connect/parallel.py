@@ -56,9 +56,10 @@ def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: i
         num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=connect.default_fs(spark),
         working_dir=os.getcwd(), legacy_keras=config.legacy_keras, stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
+        gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
     )
     if use_barrier:
-        connect.check_placement(spark, num_executors, config.slot_wait_timeout)
+        connect.check_placement(spark, num_executors, config.slot_wait_timeout, parallel=True)
     reports = _collect(spark, spec)
     failures = [r["failure"] for r in reports if r["failure"] is not None]
     if failures:

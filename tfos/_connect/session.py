@@ -90,20 +90,25 @@ def _probe(batches):
     yield pa.RecordBatch.from_pydict({"ok": [1]}, schema=pa.schema([("ok", pa.int32())]))
 
 
-def check_placement(spark, nodes: int, wait: float) -> None:
+def check_placement(spark, nodes: int, wait: float, parallel: bool = False) -> None:
     """Checks that Spark can run ``nodes`` tasks at once, by running an empty barrier stage of that size.
 
     Connect cannot ask the scheduler for free task slots, and Spark retries a barrier stage that does not fit
     for minutes without saying why; this probe says it after ``wait`` seconds.
 
+    ``parallel``: the tasks are TFParallel instances (``use_barrier=True``), not TF cluster nodes.
+
     Raises:
         PlacementError: dynamic allocation is on, or the probe did not run within ``wait`` seconds.
     """
+    needs = (f"TFParallel with use_barrier=True needs its {nodes} instances running at once" if parallel else
+             "a TF cluster needs all of its nodes at once and for its whole life")
+    also = " Or pass use_barrier=False to run the instances in turn as task slots free up." if parallel else ""
     if (conf(spark, "spark.dynamicAllocation.enabled", "false") or "false").lower() == "true":
         raise PlacementError(
-            "Spark dynamic allocation is on, but a TF cluster needs all of its nodes at once and for its whole "
-            "life (barrier execution). Start the Spark Connect server with spark.dynamicAllocation.enabled=false "
-            f"and request the executors up front (--num-executors {nodes})."
+            f"Spark dynamic allocation is on, but {needs} (barrier execution). Start the Spark Connect server "
+            f"with spark.dynamicAllocation.enabled=false and request the executors up front (--num-executors "
+            f"{nodes}).{also}"
         )
     import secrets
 
@@ -117,10 +122,11 @@ def check_placement(spark, nodes: int, wait: float) -> None:
         job.join(30)
         raise PlacementError(
             f"Spark did not run {nodes} tasks at once within {wait:.0f}s (a barrier stage of {nodes} empty tasks; "
-            f"{executor_summary(spark)}). The TF cluster needs {nodes} task slots at the same time. Give the "
-            "Connect server's application more executors (spark.executor.instances, spark.cores.max, more "
-            "workers), make spark.task.cpus fit spark.executor.cores, or lower num_executors. Raise "
-            "TFOS_SLOT_WAIT_TIMEOUT if executors are still starting."
+            f"{executor_summary(spark)}). {'TFParallel' if parallel else 'The TF cluster'} needs {nodes} task "
+            "slots at the same time. Give the Connect server's application more executors "
+            "(spark.executor.instances, spark.cores.max, more workers), make spark.task.cpus fit "
+            "spark.executor.cores, or lower num_executors. Raise TFOS_SLOT_WAIT_TIMEOUT if executors are still "
+            f"starting.{also}"
         )
     if job.error is not None:
         raise PlacementError(f"Spark could not run {nodes} barrier tasks at once ({executor_summary(spark)}): "

@@ -1,15 +1,20 @@
 """Which modules a node's TF process imports while the cluster is still being reserved.
 
 Importing TensorFlow takes seconds (about 5 s with tf-keras on a 2-core machine). A node's TF process is
-therefore started as soon as its Spark task starts, imports what ``main_fun`` will import while the other nodes
-register, and only then receives ``TF_CONFIG`` and ``main_fun`` (TensorFlow reads ``TF_CONFIG`` when a strategy or
-cluster resolver is created, not at import). The setting ``preimport`` (``TFOS_PREIMPORT``) decides:
+started as soon as its Spark task starts when ``preimport`` asks for it, imports what ``main_fun`` will import
+while the other nodes register, and only then receives ``TF_CONFIG`` and ``main_fun`` (TensorFlow reads
+``TF_CONFIG`` when a strategy or cluster resolver is created, not at import). The setting ``preimport``
+(``TFOS_PREIMPORT``) decides:
 
-- ``auto`` (default): TensorFlow (and tf-keras when ``TF_USE_LEGACY_KERAS=1``) if ``main_fun`` uses it, as far
-  as its code shows (:func:`mentions_tensorflow`); nothing otherwise, so a main function that never imports
-  TensorFlow does not pay for it;
-- ``off`` (or ``0``/empty): nothing, the TF process starts once the cluster spec is known;
+- ``off`` (default; or ``0``/empty): nothing, the TF process starts once the cluster spec is known;
+- ``auto``: TensorFlow (and tf-keras when ``TF_USE_LEGACY_KERAS=1``) if ``main_fun`` uses it, as far as its code
+  shows (:func:`mentions_tensorflow`); nothing otherwise, so a main function that never imports TensorFlow does
+  not pay for it;
 - a comma-separated list of module names: exactly those.
+
+It is off by default because it measured no gain where every node shares the same cores (the test machine: both
+nodes' imports then compete with the reservation for them; ``bench/results/side_by_side.md``). The head start it
+can give is the reservation's duration, on hosts whose cores are idle meanwhile.
 
 This module is pure: it looks at code objects and source text, imports nothing of the user's.
 """

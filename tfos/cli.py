@@ -265,14 +265,14 @@ def cluster_settings(args: argparse.Namespace, payload: dict | None = None,
                      environ: dict | None = None) -> dict:
     """The tfos settings the command line gives ``TFCluster.run``; a flag left out leaves its ``TFOS_*`` variable.
 
-    The script's source decides ``preimport`` (unless ``TFOS_PREIMPORT`` is set): a script that imports
-    TensorFlow has it imported while the cluster is reserved (see :mod:`tfos._preimport`).
+    With ``TFOS_PREIMPORT=auto`` the script's source decides what is pre-imported (a script that imports TensorFlow
+    has it imported while the cluster is reserved; see :mod:`tfos._preimport`).
     """
     from ._preimport import script_modules
 
     environ = os.environ if environ is None else environ
     settings = {} if args.progress is None else {"progress": args.progress}
-    if payload is not None and "TFOS_PREIMPORT" not in environ:
+    if payload is not None and environ.get("TFOS_PREIMPORT", "").strip().lower() == "auto":
         legacy = environ.get("TFOS_LEGACY_KERAS", "1").strip().lower() not in ("0", "false", "no", "off", "")
         settings["preimport"] = ",".join(script_modules(payload["source"], payload["module"], legacy)) or "off"
     return settings

@@ -28,9 +28,9 @@ progress                       TFOS_PROGRESS               auto       driver pro
                                                                       else off), on (always, on stderr), off, log
                                                                       (INFO log records instead)
 progress_interval              TFOS_PROGRESS_INTERVAL      10         seconds between progress display updates
-preimport                      TFOS_PREIMPORT              auto       modules a node's TF process imports while the cluster
-                                                                      is reserved: auto (TensorFlow if main_fun uses it),
-                                                                      off, or a comma-separated list of modules
+preimport                      TFOS_PREIMPORT              off        modules a node's TF process imports while the cluster
+                                                                      is reserved: off, auto (TensorFlow if main_fun uses
+                                                                      it), or a comma-separated list of modules
 control_tls                    TFOS_CONTROL_TLS            0          serve the control plane over TLS with a certificate
                                                                       made per cluster (needs ``cryptography``)
 control_tls_cert               TFOS_CONTROL_TLS_CERT       (none)     PEM certificate (chain) for the control server
@@ -73,7 +73,7 @@ class Settings:
     max_restarts: int = 0
     progress: str = "auto"
     progress_interval: float = 10.0
-    preimport: str = "auto"
+    preimport: str = "off"
     control_tls: bool = False
     control_tls_cert: str = ""
     control_tls_key: str = ""

@@ -161,10 +161,11 @@ def test_module_form_runs_as_main(tmp_path, clean_interpreter, monkeypatch):
 
 
 @pytest.mark.parametrize("source, environ, expected", [
-    ("import tensorflow as tf\n", {}, "tensorflow,tf_keras"),
-    ("import tensorflow as tf\n", {"TFOS_LEGACY_KERAS": "0"}, "tensorflow"),
-    ("print('no TF here')\n", {}, "off"),
+    ("import tensorflow as tf\n", {"TFOS_PREIMPORT": "auto"}, "tensorflow,tf_keras"),
+    ("import tensorflow as tf\n", {"TFOS_PREIMPORT": "auto", "TFOS_LEGACY_KERAS": "0"}, "tensorflow"),
+    ("print('no TF here')\n", {"TFOS_PREIMPORT": "auto"}, "off"),
     ("import tensorflow as tf\n", {"TFOS_PREIMPORT": "off"}, None),  # the variable decides
+    ("import tensorflow as tf\n", {}, None),  # off by default
 ])
 def test_a_script_that_imports_tensorflow_has_it_preimported(source, environ, expected):
     args = cli.parse_args(["run", "t.py", "-n", "2"])

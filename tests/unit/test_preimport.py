@@ -84,7 +84,7 @@ def test_script_source():
 
 
 def test_setting_is_validated():
-    assert from_env({}).preimport == "auto"
-    assert from_env({"TFOS_PREIMPORT": "off"}).preimport == "off"
+    assert from_env({}).preimport == "off"
+    assert from_env({"TFOS_PREIMPORT": "auto"}).preimport == "auto"
     with pytest.raises(ConfigError, match="preimport must be 'auto', 'off' or a comma-separated list of module names"):
         from_env({"TFOS_PREIMPORT": "tensorflow; rm -rf /"})

@@ -41,3 +41,21 @@ def install(directory, gpus, apps=()):
     with open(os.path.join(str(directory), "nvidia-smi.json"), "w") as f:
         json.dump({"gpus": [list(g) for g in gpus], "apps": [list(a) for a in apps]}, f)
     return path
+
+
+def spark_gpu_conf(tmp_path, executor_devices="4,6"):
+    """Spark settings that make Spark schedule one GPU (address 1) per executor and task, with a fake discovery
+    script, the executor's own ``CUDA_VISIBLE_DEVICES`` (so Spark's address 1 is ``executor_devices``' second GPU),
+    and a fake nvidia-smi on the executors' PATH showing GPU 0 (had tfos fallen back to it, nodes would see 0)."""
+    script = os.path.join(str(tmp_path), "discover_gpus.sh")
+    with open(script, "w") as f:
+        f.write('#!/bin/sh\necho \'{"name": "gpu", "addresses": ["1"]}\'\n')
+    os.chmod(script, 0o755)
+    smi = install(os.path.join(str(tmp_path), "bin"), [("0", "GPU-0000", 0)])
+    return {
+        "spark.worker.resource.gpu.amount": "1", "spark.worker.resource.gpu.discoveryScript": script,
+        "spark.executor.resource.gpu.amount": "1", "spark.executor.resource.gpu.discoveryScript": script,
+        "spark.task.resource.gpu.amount": "1",
+        "spark.executorEnv.CUDA_VISIBLE_DEVICES": executor_devices,
+        "spark.executorEnv.PATH": f"{os.path.dirname(smi)}:{os.environ['PATH']}",
+    }

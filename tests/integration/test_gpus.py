@@ -61,18 +61,7 @@ def test_without_spark_gpu_scheduling_nodes_on_one_host_take_different_free_gpus
 
 
 def test_spark_scheduled_gpus_come_from_task_resources(fresh_session, tmp_path):
-    script = tmp_path / "discover_gpus.sh"
-    script.write_text('#!/bin/sh\necho \'{"name": "gpu", "addresses": ["1"]}\'\n')
-    script.chmod(0o755)
-    # A fake nvidia-smi too: had tfos fallen back to it, the nodes would see GPU 0.
-    smi = fake_nvidia_smi.install(tmp_path / "bin", [("0", "GPU-0000", 0)])
-    spark = fresh_session({
-        "spark.worker.resource.gpu.amount": "1", "spark.worker.resource.gpu.discoveryScript": str(script),
-        "spark.executor.resource.gpu.amount": "1", "spark.executor.resource.gpu.discoveryScript": str(script),
-        "spark.task.resource.gpu.amount": "1",
-        "spark.executorEnv.CUDA_VISIBLE_DEVICES": "4,6",  # the executor's own list: Spark's address 1 is GPU 6
-        "spark.executorEnv.PATH": f"{os.path.dirname(smi)}:{os.environ['PATH']}",
-    })
+    spark = fresh_session(fake_nvidia_smi.spark_gpu_conf(tmp_path))
     out = tmp_path / "out"
     out.mkdir()
     cluster = TFCluster.run(spark.sparkContext, record_gpus, {"out": str(out), "workers": 2}, 2,

@@ -1,7 +1,6 @@
 """TFParallel.run on a real Spark cluster: independent instances with and without barrier, too few slots,
 a failing instance, and each instance's own GPUs (fake nvidia-smi, fake Spark GPU discovery script)."""
 
-import json
 import os
 import sys
 import time
@@ -116,18 +115,7 @@ def test_without_spark_gpu_scheduling_instances_on_one_host_take_different_gpus(
 
 
 def test_spark_scheduled_gpus_win_over_nvidia_smi(fresh_session, tmp_path):
-    script = tmp_path / "discover_gpus.sh"
-    script.write_text('#!/bin/sh\necho \'{"name": "gpu", "addresses": ["1"]}\'\n')
-    script.chmod(0o755)
-    # A fake nvidia-smi too: had tfos fallen back to it, the instances would see GPU 0.
-    smi = fake_nvidia_smi.install(tmp_path / "bin", [("0", "GPU-0000", 0)])
-    spark = fresh_session({
-        "spark.worker.resource.gpu.amount": "1", "spark.worker.resource.gpu.discoveryScript": str(script),
-        "spark.executor.resource.gpu.amount": "1", "spark.executor.resource.gpu.discoveryScript": str(script),
-        "spark.task.resource.gpu.amount": "1",
-        "spark.executorEnv.CUDA_VISIBLE_DEVICES": "4,6",  # the executor's own list: Spark's address 1 is GPU 6
-        "spark.executorEnv.PATH": f"{os.path.dirname(smi)}:{os.environ['PATH']}",
-    })
+    spark = fresh_session(fake_nvidia_smi.spark_gpu_conf(tmp_path))
     (tmp_path / "out").mkdir()
     seen = TFParallel.run(spark, record_gpus, {"out": str(tmp_path / "out")}, 2, gpu_lock_dir=str(tmp_path / "locks"))
     assert [s["visible"] for s in seen] == ["6", "6"]

@@ -58,12 +58,29 @@ def pipeline(tf, records):
     return records.batch(128).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def drain(ds) -> tuple[int, float]:
+def cpu_seconds(procs) -> list[float]:
+    """User + system CPU seconds used so far by each of ``procs`` (this process, the S3 server)."""
+    return [sum(p.cpu_times()[:2]) for p in procs]
+
+
+def steal_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the machine so far (/proc/stat): time the hypervisor gave to others."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return fields[7] if len(fields) > 7 else 0, sum(fields)
+
+
+def drain(ds, procs=()) -> tuple[int, float, list[float], float]:
+    """Iterates ``ds`` to the end: (rows, wall seconds, CPU seconds of each of ``procs``, machine steal fraction)."""
+    cpu0, (steal0, total0) = cpu_seconds(procs), steal_ticks()
     start = time.perf_counter()
     rows = 0
     for _, labels in ds:
         rows += int(labels.shape[0])
-    return rows, time.perf_counter() - start
+    wall = time.perf_counter() - start
+    steal1, total1 = steal_ticks()
+    used = [after - before for before, after in zip(cpu0, cpu_seconds(procs))]
+    return rows, wall, used, (steal1 - steal0) / max(1, total1 - total0)
 
 
 def main() -> None:
@@ -75,6 +92,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "tfrecord_read.md"))
     args = parser.parse_args()
 
+    import psutil
     import tensorflow as tf
     from s3server import S3Server
 
@@ -97,36 +115,59 @@ def main() -> None:
         }
         if args.verify:
             readers["tfos.data local verify=True"] = lambda: data.tfrecord_dataset(local, shard=False, verify=True)
+        me, server = psutil.Process(), psutil.Process(s3.proc.pid)
         for make in readers.values():  # warm-up: page cache, TF graph tracing
             drain(pipeline(tf, make()))
         runs: dict[str, list[float]] = {name: [] for name in readers}
+        client_cpu: dict[str, list[float]] = {name: [] for name in readers}
+        all_cpu: dict[str, list[float]] = {name: [] for name in readers}
+        steals: list[float] = []
         for _ in range(args.runs):
             for name, make in readers.items():
-                got, secs = drain(pipeline(tf, make()))
+                got, secs, cpu, steal = drain(pipeline(tf, make()), (me, server))
                 assert got == rows, (name, got, rows)
                 runs[name].append(rows / secs)
-                print(f"{name}: {rows / secs:,.0f} rows/s, {size / secs / 1e6:.0f} MB/s")
+                client_cpu[name].append(rows / cpu[0])
+                all_cpu[name].append(rows / sum(cpu))
+                steals.append(steal)
+                print(f"{name}: {rows / secs:,.0f} rows/s, {size / secs / 1e6:.0f} MB/s, {rows / cpu[0]:,.0f} rows "
+                      f"per reader CPU second, {rows / sum(cpu):,.0f} with the server's, steal {steal:.0%}", flush=True)
 
-    ceiling = statistics.median(runs["local TFRecordDataset"])
+    write_report(args, tf.__version__, rows, size, runs, client_cpu, all_cpu, steals)
+
+
+def write_report(args, tf_version, rows, size, runs, client_cpu, all_cpu, steals) -> None:
+    def med(values):
+        return statistics.median(values)
+
+    base = "local TFRecordDataset"
     lines = [
         "# TFRecord read throughput: local disk vs tfos.data from S3",
         "",
         f"{rows:,} tf.train.Example records (784 float32 + int64 label), {args.files} files, {size / 1e6:.0f} MB; "
-        "pipeline: batch(128) -> parse_example -> prefetch, drained. S3: SeaweedFS `weed mini` on loopback. "
-        "tfos.data with its defaults (verify=False) unless the reader says verify=True.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}; {args.runs} runs each, alternating, after one warm-up each; "
-        f"{time.strftime('%Y-%m-%d')}.",
+        "pipeline: batch(128) -> parse_example -> prefetch, drained. S3: SeaweedFS `weed mini` on loopback, on the "
+        "same 2 cores as the reader. tfos.data with its defaults (verify=False) unless the reader says verify=True.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (a VM: the hypervisor took {med(steals):.0%} of the "
+        f"CPU time (median; {min(steals):.0%}-{max(steals):.0%}) while these runs ran, which moves wall-clock "
+        f"figures by up to 2x from run to run); Python {platform.python_version()}, TensorFlow {tf_version}; "
+        f"{args.runs} runs each, alternating, after one warm-up each; {time.strftime('%Y-%m-%d')}.",
+        "",
+        "Wall clock (what model.fit sees):",
         "",
         "| reader | median rows/s | min | max | median MB/s | vs local TFRecordDataset |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, values in runs.items():
-        median = statistics.median(values)
-        lines.append(f"| {name} | {median:,.0f} | {min(values):,.0f} | {max(values):,.0f} | "
-                     f"{median * size / rows / 1e6:,.0f} | {median / ceiling:.0%} |")
+        lines.append(f"| {name} | {med(values):,.0f} | {min(values):,.0f} | {max(values):,.0f} | "
+                     f"{med(values) * size / rows / 1e6:,.0f} | {med(values) / med(runs[base]):.0%} |")
+    lines += ["", "Per CPU second (steal does not count: the work each reader costs; the S3 server's CPU is counted "
+              "in the last columns, as it shares these cores here):", "",
+              "| reader | rows per reader CPU s | vs local | rows per CPU s, reader + S3 server | vs local |",
+              "|---|---:|---:|---:|---:|"]
+    for name in runs:
+        lines.append(f"| {name} | {med(client_cpu[name]):,.0f} | {med(client_cpu[name]) / med(client_cpu[base]):.0%} "
+                     f"| {med(all_cpu[name]):,.0f} | {med(all_cpu[name]) / med(all_cpu[base]):.0%} |")
     save(args.out, lines, runs)
-
 
 if __name__ == "__main__":
     main()

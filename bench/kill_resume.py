@@ -213,7 +213,7 @@ def section(args, runs: list[dict]) -> list[str]:
         begin,
         f"## {'Late' if args.variant == 'late' else 'Early'} kill (`--variant {args.variant}`)",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; date {time.strftime('%Y-%m-%d')}. 2 TF nodes (MultiWorkerMirroredStrategy, "
         f"tf-keras, BackupAndRestore(ctx.backup_dir)) on local-cluster[2,1,1024]; {args.epochs} epochs of "
         f"{args.steps} steps; worker 1's TF process {_kill_point(args)}; max_restarts=1, stop_grace_secs=2, "

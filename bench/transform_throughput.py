@@ -88,8 +88,8 @@ def write_report(args, runs) -> None:
         "# TFModel.transform throughput on one SavedModel",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; date "
-        f"{time.strftime('%Y-%m-%d')}; load average during the run {os.getloadavg()[0]:.1f} (the machine was "
-        f"shared). {args.rows} rows of {FEATURES} float32, MLP 784-128-10 SavedModel, cached DataFrame on "
+        f"{time.strftime('%Y-%m-%d')}; 1-minute load average at the end {os.getloadavg()[0]:.1f} (the benchmark's own Spark "
+        f"executors and Python workers; nothing else ran). {args.rows} rows of {FEATURES} float32, MLP 784-128-10 SavedModel, cached DataFrame on "
         f"local-cluster[2,1,2048], predictions written to the noop sink; median of {args.repeats} alternating "
         f"runs after a warm-up. Produced by `bench/transform_throughput.py`.",
         "",

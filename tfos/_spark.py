@@ -40,7 +40,8 @@ def _is_connect(obj: Any) -> bool:
 
 
 def conf(sc, key: str, default: str | None = None) -> str | None:
-    return sc.getConf().get(key, default)
+    live = getattr(sc, "_conf", None)  # the context's own SparkConf: one JVM call; getConf() copies every entry
+    return (live if live is not None else sc.getConf()).get(key, default)
 
 
 def default_fs(sc) -> str:
@@ -54,7 +55,11 @@ def default_fs(sc) -> str:
 def hadoop_conf(sc, pattern: str) -> dict[str, str]:
     """The Hadoop configuration entries (core-site.xml plus ``spark.hadoop.*``) whose keys match ``pattern``."""
     found = sc._jsc.hadoopConfiguration().getValByRegex(pattern)
-    return {str(key): str(found[key]) for key in found.keySet()}
+    if found.isEmpty():
+        return {}
+    # By index: iterating a py4j Java collection ends with a Java exception that pyspark converts (slow).
+    keys = found.keySet().toArray()
+    return {str(keys[i]): str(found.get(keys[i])) for i in range(len(keys))}
 
 
 def task_slots(sc) -> int:

@@ -37,7 +37,7 @@ from ._progress import ProgressDisplay, display_mode
 from ._node.tf_config import make_template
 from ._preimport import modules_for
 from .config import Settings, from_env
-from .fs import s3a_env
+from .fs import S3A_SETTINGS, s3a_env
 from .errors import (
     ClusterFailedError,
     ConfigError,
@@ -630,7 +630,7 @@ def run(
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs, gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
-        extra_env=s3a_env(_spark.hadoop_conf(sc, r"^fs\.s3a\.")),
+        extra_env=s3a_env(_spark.hadoop_conf(sc, S3A_SETTINGS)),
         backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
         preimport=modules_for(config.preimport, map_fun, config.legacy_keras),
     )

@@ -45,6 +45,19 @@ def test_s3a_env_maps_hadoop_settings():
     assert fs.s3a_env({}) == {}
 
 
+def test_s3a_settings_pattern_selects_every_key_s3a_env_reads():
+    """TFCluster.run fetches only the Hadoop keys matching S3A_SETTINGS from the JVM."""
+    import re
+
+    conf = {"fs.s3a.access.key": "AK", "fs.s3a.secret.key": "SK", "fs.s3a.session.token": "T",
+            "fs.s3a.endpoint": "h:9000", "fs.s3a.endpoint.region": "r", "fs.s3a.connection.ssl.enabled": "false",
+            "fs.s3a.path.style.access": "true"}
+    others = {"fs.s3a.impl": "x", "fs.s3a.endpointx": "x", "fs.s3a.bucket.b.access.key": "x", "fs.s3a.threads.max": "9"}
+    selected = {k: v for k, v in {**conf, **others}.items() if re.search(fs.S3A_SETTINGS, k)}
+    assert selected == conf
+    assert fs.s3a_env(selected) == fs.s3a_env({**conf, **others})
+
+
 def test_s3_options_path_style_with_custom_endpoint():
     opts = fs._s3_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"})
     assert opts["endpoint_url"] == "http://127.0.0.1:1"

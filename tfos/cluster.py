@@ -532,6 +532,9 @@ def run(
     - ``TFOS_WORKER_NUM``, ``TFOS_JOB_NAME``, ``TFOS_TASK_INDEX``, ``TFOS_LOG_DIR``, ``TFOS_ERROR_FILE``,
       ``TFOS_PROGRESS_FILE`` (where ``ctx.report_progress`` writes); ``PYTHONPATH`` (the executor's ``sys.path``)
       and ``PYTHONUNBUFFERED=1``.
+    - ``TF_GRPC_DEFAULT_OPTIONS`` gets ``grpc.initial_reconnect_backoff_ms=100`` (unless it sets that option):
+      TensorFlow's channels otherwise wait 1 s before retrying a peer whose server is not up yet, which delays
+      MWMS's group whenever a worker is ready before the chief.
 
     Reliability settings (``**settings`` or ``TFOS_*``, see :mod:`tfos.config`):
 

@@ -58,3 +58,13 @@ def test_child_env_is_a_new_dict_with_tf_settings():
     no_legacy = child_env({}, LaunchSpec("id", "h:1", "s", {}, b"", b"", legacy_keras=False),
                           NodePlace(0, "h"), "{}", "/e", "worker", 0)
     assert "TF_USE_LEGACY_KERAS" not in no_legacy and "CUDA_VISIBLE_DEVICES" not in no_legacy
+    assert env["TF_GRPC_DEFAULT_OPTIONS"] == "grpc.initial_reconnect_backoff_ms=100"
+
+
+def test_tf_grpc_options_keep_the_users():
+    from tfos._node.supervisor import tf_grpc_options
+
+    assert tf_grpc_options(None) == tf_grpc_options("") == "grpc.initial_reconnect_backoff_ms=100"
+    assert tf_grpc_options("grpc.keepalive_time_ms=30000") == (
+        "grpc.keepalive_time_ms=30000,grpc.initial_reconnect_backoff_ms=100")
+    assert tf_grpc_options("grpc.initial_reconnect_backoff_ms=500") == "grpc.initial_reconnect_backoff_ms=500"

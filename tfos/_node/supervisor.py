@@ -110,6 +110,21 @@ def bind_feed_socket(host: str) -> socket.socket:
     return sock
 
 
+# TensorFlow's gRPC channels wait gRPC's initial reconnect backoff (1 s) after a refused connection. A worker whose
+# TF server comes up before the chief's therefore waits up to 1 s more for MWMS's collective group; 100 ms here.
+TF_GRPC_BACKOFF = "grpc.initial_reconnect_backoff_ms=100"
+
+
+def tf_grpc_options(current: str | None) -> str:
+    """``TF_GRPC_DEFAULT_OPTIONS`` for the TF process: the user's options, plus the short reconnect backoff
+    unless they set one themselves."""
+    if not current:
+        return TF_GRPC_BACKOFF
+    if "grpc.initial_reconnect_backoff_ms=" in current:
+        return current
+    return f"{current},{TF_GRPC_BACKOFF}"
+
+
 def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_config: str, error_file: str,
               job_name: str, task_index: int, log_dir: str | None = None) -> dict[str, str]:
     """The TF process's environment: the executor's, plus what tfos sets (see ``TFCluster.run``'s docs)."""
@@ -122,6 +137,7 @@ def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_co
         env["CUDA_VISIBLE_DEVICES"] = place.gpus
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*place.sys_path, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    env["TF_GRPC_DEFAULT_OPTIONS"] = tf_grpc_options(env.get("TF_GRPC_DEFAULT_OPTIONS"))
     env[ERROR_FILE_ENV] = error_file
     env[PROGRESS_FILE_ENV] = progress_file(error_file)
     env["TFOS_WORKER_NUM"] = str(place.worker_num)

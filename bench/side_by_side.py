@@ -125,6 +125,7 @@ def run_one(python: str, tool: str, scenario: str, common: list[str], timeout: f
 
 
 VARIANTS = {"tfos_pre": ("tfos", {"TFOS_PREIMPORT": "auto"})}  # label: (tool, environment)
+CURRENT_ROUND = {"id": None}  # recorded with every run: the report pairs the tools' runs of one round
 
 
 def _run_one(python: str, tool: str, scenario: str, common: list[str], timeout: float, variant: str) -> dict:
@@ -151,7 +152,8 @@ def _run_one(python: str, tool: str, scenario: str, common: list[str], timeout: 
         res = {"tool": tool, "scenario": scenario, "error": f"driver produced no result (see {log})"}
     if variant:
         res["tool"] = variant
-    res.update(load1=load, wall_s=time.time() - start, date=time.strftime("%Y-%m-%d %H:%M:%S"), log=log)
+    res.update(load1=load, wall_s=time.time() - start, date=time.strftime("%Y-%m-%d %H:%M:%S"), log=log,
+               round=CURRENT_ROUND["id"])
     print(json.dumps(res), flush=True)
     with open(os.path.join(WORK, "raw.jsonl"), "a") as f:
         f.write(json.dumps(res) + "\n")
@@ -180,11 +182,18 @@ def write_report() -> None:
         print(f"report failed ({type(e).__name__}: {e}); rerun with --report-only", flush=True)
 
 
-def run_scenario(scenario: str, pythons: dict, base: list[str], args: argparse.Namespace) -> None:
-    """One run of ``scenario`` for each tool, one tool after the other."""
+def run_scenario(scenario: str, pythons: dict, base: list[str], args: argparse.Namespace,
+                 round_index: int = 0) -> None:
+    """One run of ``scenario`` for each tool, one tool after the other.
+
+    InputMode.TENSORFLOW rotates its four tools by two places from one round to the next, so that no tool always
+    runs first (right after another scenario's cluster was torn down).
+    """
     if scenario == "tensorflow":  # also gives the startup figures (run -> servers up -> first step)
         steps = "100" if args.quick else "468"
-        for tool in ("tfos", "tfos225", "hand", "tfos_pre"):
+        tools = ("tfos", "tfos225", "hand", "tfos_pre")
+        shift = 2 * round_index % len(tools)
+        for tool in tools[shift:] + tools[:shift]:
             real = VARIANTS.get(tool, (tool,))[0]
             run_one(pythons[real], real, "tensorflow", [*base, "--epochs", "2", "--steps", steps], 1200,
                     tool if tool in VARIANTS else "")
@@ -234,9 +243,11 @@ def main() -> None:
     only = args.only.split(",")
     with StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="1500m") as spark_cluster:
         base = ["--master", spark_cluster.master_url, "--tfr", tfr, "--data", npz, "--rows", str(ROWS)]
-        for _ in range(args.runs):
+        session = time.strftime("%Y%m%d-%H%M%S")
+        for round_index in range(args.runs):
+            CURRENT_ROUND["id"] = f"{session}/{round_index}"
             for scenario in only:  # in the order given, each tool in turn
-                run_scenario(scenario, pythons, base, args)
+                run_scenario(scenario, pythons, base, args, round_index)
             write_report()
 
 

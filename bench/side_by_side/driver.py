@@ -91,6 +91,7 @@ def train_main(args, ctx):
     _os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import tensorflow as tf
 
+    _mark(out, node, "tf_imported")
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     _mark(out, node, "server_up")
     if args.get("kill_node") == node:
@@ -306,7 +307,7 @@ def _kill_and_wait(cluster, args, out, t0):
 def _figures(events, t0, args):
     n = args.nodes
     fig = {}
-    for ev in ("start", "server_up", "first_step", "done"):
+    for ev in ("start", "tf_imported", "server_up", "first_step", "done"):
         t = _all_nodes(events, ev, n)
         fig[f"all_{ev}_s"] = None if t is None else t - t0
     ends = [e for e in events if e["ev"] == "epoch_end" and e["node"] == 0]

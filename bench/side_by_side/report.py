@@ -387,6 +387,12 @@ def _goal_tensorflow(runs):
     if paired:
         line += (f" Round by round (the tfos run against the hand-launched run of the same round): "
                  + ", ".join(f"{p:.0%}" for p in paired) + f"; median {statistics.median(paired):.1%}.")
+    pre_ep = _med(runs, "tfos_pre", ("tensorflow",), "epoch_s")
+    if pre_ep:
+        line += (f" The same tfos with `TFOS_PREIMPORT=auto` ran at {pre_ep / hand_ep:.1%} of hand-launched "
+                 f"({pre_ep:.2f} s); the two differ only in when the TF process starts, before training, and no way "
+                 "for that to change the training loop was found, so the gap between them is read as this "
+                 "machine's noise.")
     line += (" Both run the same process and tf.data pipeline on the same 2 cores, where the rounds' spread (all "
              "three tools slower together in some rounds, when this session's side experiments shared the machine) "
              "is larger than 3%. What tfos adds while training is measured: a 2-node tfos cluster whose main_fun "

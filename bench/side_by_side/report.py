@@ -74,6 +74,8 @@ def _versions() -> str:
         other = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Version:")), "?")
     except OSError:
         other = "?"
+    if other == "?":  # regenerated without the venv (--report-only from a committed raw file)
+        other = "2.2.5 (the version the benchmark installs; its venv is not on this machine)"
     return (f"pyspark {pyspark.__version__}, tensorflow-cpu {tf.__version__} with tf-keras "
             f"(TF_USE_LEGACY_KERAS=1) in both venvs, TensorFlowOnSpark {other}, Python {platform.python_version()}")
 

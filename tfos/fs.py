@@ -68,9 +68,10 @@ _S3A_TO_ENV = {
     "fs.s3a.endpoint": "AWS_ENDPOINT_URL",
     "fs.s3a.endpoint.region": "AWS_REGION",
 }
+_S3A_SSL = "fs.s3a.connection.ssl.enabled"
+_S3A_PATH_STYLE = "fs.s3a.path.style.access"
 # The Hadoop keys s3a_env reads: fetching only these from the JVM keeps TFCluster.run's start short.
-S3A_SETTINGS = (r"^(" + "|".join(re.escape(k) for k in (*_S3A_TO_ENV, "fs.s3a.connection.ssl.enabled",
-                                                        "fs.s3a.path.style.access")) + r")$")
+S3A_SETTINGS = r"^(" + "|".join(re.escape(k) for k in (*_S3A_TO_ENV, _S3A_SSL, _S3A_PATH_STYLE)) + r")$"
 
 
 def scheme(url: str) -> str:
@@ -108,9 +109,9 @@ def s3a_env(hadoop_conf: Mapping[str, str]) -> dict[str, str]:
     env = {var: conf[key] for key, var in _S3A_TO_ENV.items() if conf.get(key)}
     endpoint = env.get("AWS_ENDPOINT_URL")
     if endpoint and "://" not in endpoint:  # S3A takes a bare host; its default scheme follows ssl.enabled.
-        ssl = conf.get("fs.s3a.connection.ssl.enabled", "true").strip().lower() != "false"
+        ssl = conf.get(_S3A_SSL, "true").strip().lower() != "false"
         env["AWS_ENDPOINT_URL"] = ("https://" if ssl else "http://") + endpoint
-    style = conf.get("fs.s3a.path.style.access", "").strip().lower()
+    style = conf.get(_S3A_PATH_STYLE, "").strip().lower()
     if style in ("true", "false"):
         env["TFOS_S3_ADDRESSING_STYLE"] = "path" if style == "true" else "auto"
     return env

@@ -156,6 +156,12 @@ def _startup_view(runs):
             and _started_at(r) < GRPC_BACKOFF_SINCE else r for r in runs]
 
 
+def _marked_runs(runs, tool):
+    """``tool``'s good runs that train and mark the end of their TensorFlow import."""
+    return [r for r in runs if r.get("tool") == tool and r.get("scenario") in TRAIN_SCENARIOS
+            and not r.get("error") and r.get("all_tf_imported_s") is not None]
+
+
 def _startup(runs, out):
     runs = _startup_view(runs)
     lines = ["## 1. Startup (2 nodes, TF main function)", "",
@@ -188,8 +194,7 @@ def _startup(runs, out):
               "| tool | to every main_fun started | then `import tensorflow` | then `MultiWorkerMirroredStrategy()` |",
               "|---|---|---|---|"]
     for tool, label in STARTUP_TOOLS.items():
-        split = [r for r in runs if r.get("tool") == tool and r.get("scenario") in TRAIN_SCENARIOS
-                 and not r.get("error") and r.get("all_tf_imported_s") is not None]
+        split = _marked_runs(runs, tool)
         if split:
             lines.append(f"| {label} | {fmt(stats([r['all_start_s'] for r in split]))} | "
                          f"{fmt(stats([r['all_tf_imported_s'] - r['all_start_s'] for r in split]))} | "
@@ -425,8 +430,7 @@ def _goal_spark(runs):
 
 def _split(runs, tool):
     """Medians of (every main_fun started, then the TF import, then MWMS()) over the runs that mark the import."""
-    split = [r for r in runs if r.get("tool") == tool and r.get("scenario") in TRAIN_SCENARIOS
-             and not r.get("error") and r.get("all_tf_imported_s") is not None]
+    split = _marked_runs(runs, tool)
     if not split:
         return None
     return (statistics.median(r["all_start_s"] for r in split),

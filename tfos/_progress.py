@@ -175,7 +175,7 @@ def format_row(row: Mapping) -> str:
 
 
 _SHOWN = frozenset({"role", "attempt", "epoch", "epochs", "step", "steps", "exited", "idle_secs", "worker_num",
-                    "activity", "last_line", "reports"})
+                    "heartbeat_secs", "activity", "last_line", "reports"})
 
 
 def format_table(rows: Sequence[Mapping], elapsed: float) -> list[str]:

@@ -32,7 +32,7 @@ from ._node.spark_task import local_address_towards
 from ._node.supervisor import LaunchSpec
 from ._restart import decide, default_backup_dir
 from ._feed import driver as feed_driver
-from ._feed.client import FeedError, end_feed
+from ._feed.client import end_feed
 from ._progress import ProgressDisplay, display_mode
 from ._node.tf_config import make_template
 from ._preimport import modules_for
@@ -41,6 +41,7 @@ from .fs import S3A_SETTINGS, s3a_env
 from .errors import (
     ClusterFailedError,
     ConfigError,
+    FeedError,
     NodeFailure,
     ReservationTimeoutError,
     ShutdownTimeoutError,
@@ -237,20 +238,26 @@ class TFCluster:
     def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input") -> None:
         """Feeds an RDD or DataFrame to the training nodes, ``num_epochs`` times (InputMode.SPARK only).
 
-        Equal-steps policy: the rows are counted per partition first, then each epoch's rows (in partition
-        order) are split into equal contiguous ranges, one per chief/worker node; the last ``rows % nodes``
-        rows are not fed. Every node thus gets the same number of rows per epoch, so ``model.fit`` takes the
-        same number of steps on every worker, however uneven the partitions. Data that is not cached is
-        persisted (memory and disk) for the count and the epochs, then unpersisted.
+        Equal-steps policy: the rows are counted per partition first; then every node gets ``rows // nodes``
+        rows per epoch (the last ``rows % nodes`` are not fed), so ``model.fit`` takes the same number of steps
+        on every worker, however uneven the partitions. Every partition feeds every chief/worker node: its
+        rows are dealt in rounds of ``feed_chunk_rows`` rows per node, over one connection per node, so the
+        feed cannot deadlock whatever the number of task slots, partitions and nodes (see docs/feed.md).
+        Each node queues at most ``feed_queue_chunks`` messages; a full queue makes the feeding tasks wait.
+        Data that is not cached is persisted (memory and disk) for the count and the epochs, then unpersisted.
 
         Args:
             dataRDD: an RDD (rows travel pickled in chunks) or a DataFrame (rows travel as Arrow batches).
             num_epochs: times to feed the data; 0 means 10, as in TensorFlowOnSpark.
-            feed_timeout: seconds a feeding task may wait on a node that does not take rows.
+            feed_timeout: seconds a feeding task waits to connect to a node or for an answer that needs no rows
+                read. A node whose reader takes no rows at all is caught sooner, after ``feed_stall_timeout``.
             qname: accepted for compatibility.
 
         Raises:
             ClusterFailedError: a node failed while being fed (its root cause, not the feeding task's error).
+            FeedStallError: a node took no rows for ``feed_stall_timeout`` seconds (``TFOS_FEED_STALL_TIMEOUT``,
+                60 by default) while a feeding task waited on it; the message gives every node's counts, its
+                last output line and the likely causes. Every node is stopped.
             FeedError: feeding failed for another reason.
         """
         self._require_spark_mode("train")
@@ -276,7 +283,8 @@ class TFCluster:
     def progress(self) -> list[dict]:
         """The latest progress of every node, from its heartbeats: one dict per node, by ``worker_num``.
 
-        Each dict has ``worker_num``, ``role``, ``attempt`` (see ``max_restarts``), ``exited``, ``idle_secs`` (seconds since the node last made
+        Each dict has ``worker_num``, ``role``, ``attempt`` (see ``max_restarts``), ``exited``, ``heartbeat_secs``
+        (seconds since its last heartbeat), ``idle_secs`` (seconds since the node last made
         progress), ``activity`` (output chunks seen), ``last_line`` (its last output line), the Keras fields
         read from its output (``epoch``/``epochs``, ``step``/``steps``) and whatever main_fun passed to
         ``ctx.report_progress`` (plus ``reports``, the number of calls).
@@ -303,6 +311,19 @@ class TFCluster:
     def _feed_addresses(self) -> list[str]:
         """Feed addresses of the nodes that take data (chief/master/worker), in node order."""
         return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
+
+    # ----- tfos._feed.driver.FeedBackend -----------------------------------------------------------------
+    def _feed_context(self) -> feed_driver.FeedContext:
+        return feed_driver.FeedContext(tuple(self._feed_addresses()), self._config.spec.secret,
+                                       self._config.settings)
+
+    def _node_progress(self) -> list[dict]:
+        return self.progress()
+
+    def _stop_after_feed_failure(self, reason: str) -> None:
+        self._closing = True
+        self._abort(reason)
+        self._teardown()
 
     def _run_feed_job(self, action: Callable[[], list], description: str) -> list:
         """Runs a Spark job that talks to the nodes; a node failure cancels it and raises the root cause."""
@@ -636,6 +657,7 @@ def run(
         extra_env=s3a_env(_spark.hadoop_conf(sc, S3A_SETTINGS)),
         backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
         preimport=modules_for(config.preimport, map_fun, config.legacy_keras),
+        feed_queue_chunks=config.feed_queue_chunks,
     )
     driver_ps = num_ps if driver_ps_nodes else 0
     first = _attempt.launch(sc, base, 0, config, host, spark_nodes, driver_ps)

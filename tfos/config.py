@@ -14,7 +14,12 @@ stop_grace_secs                TFOS_STOP_GRACE_SECS        10         seconds be
 legacy_keras                   TFOS_LEGACY_KERAS           1          set TF_USE_LEGACY_KERAS=1 in the TF process
 control_host                   TFOS_CONTROL_HOST           (driver)   address the driver's control server binds to
 log_tail_lines                 TFOS_LOG_TAIL_LINES         100        lines of a TF process's output kept for reports
-feed_chunk_rows                TFOS_FEED_CHUNK_ROWS        1024       RDD rows sent per feed message (InputMode.SPARK)
+feed_chunk_rows                TFOS_FEED_CHUNK_ROWS        1024       rows a feeding task sends a node per message
+                                                                      (InputMode.SPARK)
+feed_queue_chunks              TFOS_FEED_QUEUE_CHUNKS      16         messages of training rows a node queues before
+                                                                      the feeding tasks wait (its memory bound)
+feed_stall_timeout             TFOS_FEED_STALL_TIMEOUT     60         seconds a feeding task waits on a node whose reader
+                                                                      takes no rows before train() fails as stalled
 forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr
 gpus_per_node                  TFOS_GPUS_PER_NODE          1          GPUs a node takes with nvidia-smi when Spark does
                                                                       not schedule GPUs (0: hide GPUs from the node)
@@ -66,6 +71,8 @@ class Settings:
     control_host: str = ""
     log_tail_lines: int = 100
     feed_chunk_rows: int = 1024
+    feed_queue_chunks: int = 16
+    feed_stall_timeout: float = 60.0
     forward_logs: bool = True
     gpus_per_node: int = 1
     gpu_lock_dir: str = ""
@@ -91,6 +98,11 @@ class Settings:
             )
         if self.feed_chunk_rows < 1:
             raise ConfigError(f"feed_chunk_rows must be >= 1, got {self.feed_chunk_rows}")
+        if self.feed_queue_chunks < 1:
+            raise ConfigError(f"feed_queue_chunks must be >= 1, got {self.feed_queue_chunks} (TFOS_FEED_QUEUE_CHUNKS)")
+        if self.feed_stall_timeout <= 0:
+            raise ConfigError(f"feed_stall_timeout must be > 0, got {self.feed_stall_timeout} "
+                              "(TFOS_FEED_STALL_TIMEOUT)")
         if self.gpus_per_node < 0:
             raise ConfigError(f"gpus_per_node must be >= 0, got {self.gpus_per_node} (TFOS_GPUS_PER_NODE)")
         if self.hang_timeout < 0:

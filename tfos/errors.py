@@ -11,7 +11,10 @@ Every error tfos raises on purpose derives from :class:`TFOSError`::
     ├── ControlPlaneError        the driver <-> executor control channel failed
     │   └── AuthenticationError  a request without the cluster's secret was refused
     ├── StorageError             a path on local disk, S3 or HDFS is missing, unreachable or refused (also an OSError)
+    ├── FeedError                a Spark task could not feed its rows to the TF nodes (InputMode.SPARK)
+    │   └── FeedStallError       the nodes stopped taking rows: the feed would wait forever
     └── DataError                records cannot be read or converted (corrupt TFRecord, bad schema, wrong shape)
+        └── FeedDataError        a fed row does not match the expected shape or type
 
 All errors survive pickling (they cross Spark's task boundary), which a unit test checks.
 """
@@ -27,6 +30,9 @@ __all__ = [
     "ConfigError",
     "ControlPlaneError",
     "DataError",
+    "FeedDataError",
+    "FeedError",
+    "FeedStallError",
     "NodeFailure",
     "PlacementError",
     "ReservationTimeoutError",
@@ -69,6 +75,18 @@ class StorageError(TFOSError, OSError):
 
 class DataError(TFOSError, ValueError):
     """Records cannot be read or converted: a corrupt or truncated TFRecord, an unsupported schema, a bad shape."""
+
+
+class FeedError(TFOSError):
+    """A Spark task could not deliver its rows to the TF nodes (InputMode.SPARK)."""
+
+
+class FeedStallError(FeedError):
+    """The TF nodes stopped taking the rows ``TFCluster.train`` feeds them (see ``feed_stall_timeout``)."""
+
+
+class FeedDataError(DataError):
+    """A fed row does not match the expected shape or type."""
 
 
 class AuthenticationError(ControlPlaneError):

@@ -57,8 +57,10 @@ def test_rdd_epochs_with_the_tensorflowonspark_loop(spark_local_cluster, tmp_pat
     cluster.shutdown(timeout=120)
     counts = read(tmp_path, "count", 2)
     assert [c["rows"] for c in counts] == [150, 150]  # 101 // 2 = 50 rows per node per epoch; 1 row not fed
-    # node 0 gets global rows 0..49 of every epoch, node 1 rows 50..99; row 100 is the one not fed
-    assert counts[0]["ids"] == list(range(50)) and counts[1]["ids"] == list(range(50, 100))
+    # Every partition (20, 20, 20, 20 and 21 rows) feeds both nodes: its first half goes to node 0, the second
+    # to node 1 (rounds of feed_chunk_rows = 1024 rows per node); the last partition's odd row is not fed.
+    assert counts[0]["ids"] == [i for p in range(5) for i in range(20 * p, 20 * p + 10)]
+    assert counts[1]["ids"] == [i for p in range(5) for i in range(20 * p + 10, 20 * p + 20)]
     assert counts[0]["sample"][1] == [counts[0]["sample"][0]] * 3
 
 

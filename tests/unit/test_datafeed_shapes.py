@@ -1,6 +1,6 @@
 """DataFeed.next_arrays on rows of the wrong shape: a FeedDataError naming the column, never a numpy message.
 
-The feed server here has no socket traffic: chunks go straight into its queue (no Spark, no TF).
+The feed server here has no socket traffic: chunks go straight into its intake (no Spark, no TF).
 """
 
 import socket
@@ -16,7 +16,7 @@ from tfos.errors import DataError
 def feed_of(*chunks):
     server = FeedServer(socket.socket(), "unused")
     for chunk in chunks:
-        server.train_q.put(chunk)
+        assert server._put(chunk, feed="")  # what a feed connection does with a frame
     server.done.set()  # end of feed: next_arrays returns what is queued
     return DataFeed(server)
 

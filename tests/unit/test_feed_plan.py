@@ -4,32 +4,42 @@ import random
 
 import pytest
 
-from tfos._feed.plan import Segment, make_plan
+from tfos._feed.plan import Frame, Route, make_plan
 
 
-def per_node(plan, nodes):
+def per_node(plan, nodes, chunk_rows=3):
     rows = [0] * nodes
-    for segs in plan.segments:
-        for s in segs:
-            rows[s.node] += s.stop - s.start
+    for p in range(len(plan.routes)):
+        for f in plan.frames(p, chunk_rows):
+            rows[f.node] += f.rows
     return rows
 
 
-def test_even_split_over_uneven_partitions():
+def test_every_partition_feeds_every_node_and_remainders_rotate():
     plan = make_plan([10, 0, 3, 7], 2)
-    assert plan.quota == 10 and plan.dropped == 0
-    assert plan.segments == ((Segment(0, 0, 10),), (), (Segment(1, 0, 3),), (Segment(1, 0, 7),))
+    assert (plan.quota, plan.even, plan.dropped) == (10, 9, 0)
+    assert plan.routes == (Route(5, ()), Route(0, ()), Route(1, (0,)), Route(3, (1,)))
+    assert list(plan.frames(3, chunk_rows=2)) == [
+        Frame(0, 0, 2), Frame(1, 2, 4),  # round 1: 2 rows per node
+        Frame(0, 4, 5), Frame(1, 5, 6),  # round 2: the 1 even row left per node
+        Frame(1, 6, 7, spill=True),  # the partition's odd row
+    ]
+    assert plan.nodes_of(1) == () and plan.nodes_of(2) == (0, 1)
 
 
-def test_a_partition_spanning_nodes_and_a_remainder():
+def test_a_remainder_that_is_not_fed():
     plan = make_plan([7, 4], 3)
-    assert (plan.quota, plan.dropped) == (3, 2)
-    assert plan.segments == ((Segment(0, 0, 3), Segment(1, 3, 6), Segment(2, 6, 7)), (Segment(2, 0, 2),))
+    assert (plan.quota, plan.even, plan.dropped) == (3, 3, 2)
+    assert plan.routes == (Route(2, ()), Route(1, ()))  # the even parts make the quota: no spill row is fed
+    plan = make_plan([7, 5], 3)
+    assert (plan.quota, plan.even, plan.dropped) == (4, 3, 0)
+    assert plan.routes == (Route(2, (0,)), Route(1, (1, 2)))  # spill rows rotate across partitions
+    assert per_node(plan, 3) == [4, 4, 4]
 
 
 def test_fewer_rows_than_nodes_feeds_nothing():
     plan = make_plan([1, 1], 3)
-    assert (plan.quota, plan.dropped) == (0, 2) and plan.segments == ((), ())
+    assert (plan.quota, plan.dropped) == (0, 2) and plan.routes == (Route(0), Route(0))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -40,9 +50,11 @@ def test_random_counts_give_equal_rows_and_cover_in_order(seed):
     plan = make_plan(counts, nodes)
     assert per_node(plan, nodes) == [plan.quota] * nodes
     assert plan.dropped == sum(counts) - nodes * plan.quota < nodes
-    for count, segs in zip(counts, plan.segments):
-        assert all(0 <= s.start < s.stop <= count for s in segs)
-        assert [s.node for s in segs] == sorted(s.node for s in segs)
+    for p, count in enumerate(counts):
+        frames = list(plan.frames(p, 4))
+        assert all(0 <= f.start < f.stop <= count for f in frames)
+        spill = [f.node for f in frames if f.spill]
+        assert len(spill) == len(set(spill)) < nodes  # a partition's spill rows go to different nodes
 
 
 def test_bad_input():

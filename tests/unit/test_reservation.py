@@ -155,4 +155,4 @@ def test_tensorboard_port_is_not_progress_and_progress_table_reports_idle_time()
     table = {row["worker_num"]: row for row in r.progress_table()}
     assert table[1]["idle_secs"] == 4.0 and "tb_port" not in table[1]
     assert table[2] == {"worker_num": 2, "role": "worker:1", "epoch": 2, "epochs": 5, "exited": False,
-                        "idle_secs": 0.0}
+                        "heartbeat_secs": 0.0, "idle_secs": 0.0}

@@ -163,9 +163,25 @@ class ConnectCluster:
                 return f"http://{node['host']}:{node['tb_port']}"
         return None
 
-    # ----- used by tfos._feed.driver ---------------------------------------------------------------------
+    # ----- tfos._feed.driver.FeedBackend -----------------------------------------------------------------
     def _feed_addresses(self) -> list[str]:
         return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
+
+    def _feed_context(self):
+        from .._feed.driver import FeedContext
+
+        return FeedContext(tuple(self._feed_addresses()), self._config.spec.secret, self._config.settings)
+
+    def _node_progress(self) -> list[dict]:
+        try:
+            return self._finish("peek")["state"].get("progress", [])
+        except Exception as exc:  # noqa: BLE001 - only adds detail to an error being raised
+            logger.warning("could not read the nodes' progress from node 0: %s", exc)
+            return []
+
+    def _stop_after_feed_failure(self, reason: str) -> None:
+        self._stop_nodes(reason)
+        self._closed = True
 
     def _run_feed_job(self, action: Callable[[], list], description: str) -> list:
         """Runs a job that talks to the nodes; if it fails, asks node 0 whether a node failed first."""
@@ -184,7 +200,7 @@ class ConnectCluster:
         result = self._finish("state")
         if result["state"]["phase"] == "failed":
             raise self._cluster_failed(result["state"], f"A TF node failed during '{description}'.")
-        from .._feed.client import FeedError
+        from ..errors import FeedError
 
         raise FeedError(f"'{description}' failed: {job.error_text()}") from job.error
 
@@ -226,7 +242,7 @@ class ConnectCluster:
         self.cluster_info = state.get("nodes", [])
         if state.get("phase") == "failed" or any(r.get("outcome") != "started" for r in rows):
             if self.control_address:
-                from .._feed.client import FeedError
+                from ..errors import FeedError
 
                 mode = "state" if state.get("phase") == "failed" else "abort"
                 reasons = [f"node {r['worker_num']}: {r.get('error') or r.get('outcome')}" for r in rows
@@ -276,7 +292,7 @@ class ConnectCluster:
             raise self._cluster_failed(state, "The TF cluster failed.")
 
     def _shutdown_fed(self, grace_secs: float, limit: float | None) -> None:
-        from .._feed.client import FeedError
+        from ..errors import FeedError
 
         feed = self._feed_addresses()
         try:
@@ -296,7 +312,7 @@ class ConnectCluster:
 
     def _finish(self, mode: str, **fields) -> dict:
         """Runs the one-task finish job against node 0 (see ``stage.FinishSpec``); returns its result."""
-        from .._feed.client import FeedError
+        from ..errors import FeedError
         from .._spark import bind
 
         spec = FinishSpec(self.control_address, self._config.spec.secret, mode, stop_wait=self._stop_wait(), **fields)
@@ -355,6 +371,7 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
         gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
         preimport=modules_for(config.preimport, map_fun, config.legacy_keras),
+        feed_queue_chunks=config.feed_queue_chunks,
     )
     cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout)
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,

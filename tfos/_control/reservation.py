@@ -259,7 +259,7 @@ class Reservation:
         for num, node in sorted(self.nodes.items()):
             fields = {k: v for k, v in node.progress.items() if k not in _NOT_PROGRESS}
             rows.append({**fields, "worker_num": num, "role": f"{node.job_name}:{node.task_index}",
-                         "exited": node.exited,
+                         "exited": node.exited, "heartbeat_secs": round(now - node.last_seen, 1),
                          "idle_secs": round(now - node.progress_at, 1) if self.phase is not Phase.RESERVING else 0.0})
         return rows
 

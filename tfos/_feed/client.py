@@ -1,8 +1,12 @@
 """What Spark tasks run to feed TF nodes (InputMode.SPARK): module-level functions with explicit arguments.
 
-Training: partition ``p``'s rows go to the nodes its plan segments name, in chunks (Arrow record batches for
-DataFrames, pickled row lists for RDDs). Inference: a partition goes whole to one node, and its results come
-back in input order.
+Training: a task opens one connection per node its partition feeds and sends the partition's frames in the
+plan's order (``FeedPlan.frames``: Arrow record batches for DataFrames, pickled row lists for RDDs). A send
+blocks while the node's queue is full; after ``stall_timeout`` seconds blocked on a node whose reader took no
+rows for as long, the task reports the stall: it tells every node, which stops every task of the same
+``train()`` call, and returns the report as its outcome (returned, not raised, so Spark does not retry the
+task for another timeout). Inference: a partition goes whole to one node, and its results come back in input
+order.
 """
 
 from __future__ import annotations
@@ -11,76 +15,253 @@ import dataclasses
 import json
 import pickle
 import select
+import time
 from typing import Iterable, Iterator, Sequence
 
-from ..errors import TFOSError
+from ..errors import FeedError
 from . import protocol as p
-from .plan import Segment
+from .plan import FeedPlan, Frame
 
 
-class FeedError(TFOSError):
-    """A feeding task could not deliver its rows."""
+# Seconds a blocked send or answer wait lasts before the stall check runs again.
+TICK = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
 class FeedTarget:
-    """Where and how one Spark job feeds the TF nodes."""
+    """Where and how one Spark job feeds the TF nodes.
 
-    addresses: tuple[str, ...]  # feed address of each training node, in node order
+    Attributes:
+        addresses: the feed address of each training node, in node order.
+        secret: the cluster's secret.
+        plan: the routing of the epoch (training); None for the other jobs.
+        feed_id: this ``train()`` call's id (a stall stops every task of this call, and only those).
+        epoch: the epoch this job feeds (0-based).
+        epochs: the number of epochs of the call (for messages).
+        chunk_rows: rows per frame (``feed_chunk_rows``).
+        timeout: seconds to connect to a node and to get an answer that needs no rows read (``feed_timeout``).
+        stall_timeout: seconds a task may be blocked on a node whose reader takes no rows before the feed
+            counts as stalled (``feed_stall_timeout``).
+    """
+
+    addresses: tuple[str, ...]
     secret: str = dataclasses.field(repr=False)
-    segments: tuple[tuple[Segment, ...], ...] = ()
-    quota: int = 0
+    plan: FeedPlan | None = None
+    feed_id: str = ""
     epoch: int = 0
+    epochs: int = 1
     chunk_rows: int = 1024
     timeout: float = 600.0
+    stall_timeout: float = 60.0
+
+    @property
+    def hello(self) -> dict:
+        plan = self.plan
+        return {"kind": "train", "feed": self.feed_id, "epoch": self.epoch,
+                "quota": plan.quota if plan else 0, "even": plan.even if plan else 0}
+
+
+class _Stalled(Exception):
+    """This task found the feed stalled, or a node told it another task did; carries the report."""
+
+    def __init__(self, report: str) -> None:
+        super().__init__(report)
+        self.report = report
 
 
 class _Link:
-    """One open train connection to a node."""
+    """One open train connection to a node.
 
-    def __init__(self, address: str, target: FeedTarget) -> None:
-        self.address = address
+    Attributes:
+        verdict: None while the node takes rows; ``"stopped"`` once it said it takes no more (``terminate``,
+            or its main_fun returned).
+    """
+
+    def __init__(self, node: int, target: FeedTarget) -> None:
+        self.node = node
+        self.address = target.addresses[node]
         self.rows = 0
+        self.verdict: str | None = None
         self.sock = None
+        self._answered = False
         try:
-            self.sock = p.connect(address, target.secret, target.timeout)
+            self.sock = p.connect(self.address, target.secret, target.timeout)
         except ConnectionRefusedError:
             # The node's main_fun returned (after feed.terminate(), say): it takes no more rows. Had it
             # failed instead, the driver reports that failure from the control plane.
-            self.stopped = True
+            self.verdict = "stopped"
             return
         except OSError as exc:
-            raise FeedError(f"cannot reach the TF node's feed at {address}: {exc}. The node may have failed "
+            raise FeedError(f"cannot reach the TF node's feed at {self.address}: {exc}. The node may have failed "
                             "(see the driver's error) or the executors cannot reach each other.") from None
-        p.send_json(self.sock, p.HELLO, {"kind": "train", "epoch": target.epoch, "quota": target.quota})
-        kind, _ = p.recv_frame(self.sock)
-        self.stopped = kind == p.STOP
+        try:
+            p.send_json(self.sock, p.HELLO, target.hello)
+            self._read_answer()
+        except (OSError, p.ChannelClosed) as exc:
+            self.close()
+            raise self._gone(exc) from None
+        self.sock.settimeout(TICK)
 
-    def send(self, kind: bytes, payload, rows: int) -> None:
-        if self.stopped:
-            return
-        if select.select([self.sock], [], [], 0)[0]:  # the node answered early: it stopped taking data
-            self.stopped = True
+    def _gone(self, exc: BaseException) -> FeedError:
+        return FeedError(f"the TF node at {self.address} went away after taking {self.rows} rows from this task: "
+                         f"{exc}. The driver's error names the node's failure, if it failed.")
+
+    def _read_answer(self) -> None:
+        kind, payload = p.recv_frame(self.sock)
+        self._answered = kind != p.ACK or self._answered
+        if kind == p.STOP:
+            self.verdict = "stopped"
+        elif kind == p.STALLED:
+            self.verdict = "stalled"
+            raise _Stalled(payload.decode(errors="replace"))
+        elif kind == p.ERROR:
+            raise FeedError(f"the TF node at {self.address} refused rows: {payload.decode(errors='replace')}")
+
+    def send(self, kind: bytes, payload, rows: int, blocked) -> None:
+        """Sends one frame, unless the node stopped taking rows; ``blocked(link, secs)`` runs while it waits."""
+        if self.verdict:
             return
         try:
-            p.send_frame(self.sock, kind, payload)
-        except OSError as exc:
-            raise FeedError(f"feeding the TF node at {self.address} failed after {self.rows} rows: {exc}") from None
+            if select.select([self.sock], [], [], 0)[0]:  # the node answered early: it takes no more rows
+                self._read_answer()
+                return
+            header = p.frame_header(kind, len(payload))
+            self._write(header, blocked)
+            self._write(payload, blocked)
+        except (OSError, p.ChannelClosed) as exc:
+            raise self._gone(exc) from None
         self.rows += rows
 
-    def finish(self) -> str:
+    def _write(self, data, blocked) -> None:
+        view = memoryview(data).cast("B")
+        since = time.monotonic()
+        while len(view):
+            try:
+                sent = self.sock.send(view[:1 << 22])
+            except TimeoutError:
+                blocked(self, time.monotonic() - since)
+                continue
+            view = view[sent:]
+            since = time.monotonic()
+
+    def finish(self, blocked) -> str:
+        """Ends the connection once the node has taken every row sent; returns ``"ok"`` or ``"stopped"``."""
         if self.sock is None:
-            return "stopped"
+            return self.verdict or "ok"
         try:
-            p.send_frame(self.sock, p.END)
-            kind, payload = p.recv_frame(self.sock)
+            if not self._answered:
+                p.send_frame(self.sock, p.END)
+                since = time.monotonic()
+                while True:
+                    try:
+                        self._read_answer()
+                        break
+                    except TimeoutError:
+                        blocked(self, time.monotonic() - since)
         except (OSError, p.ChannelClosed) as exc:
-            raise FeedError(f"the TF node at {self.address} went away while taking rows: {exc}") from None
+            raise self._gone(exc) from None
         finally:
+            self.close()
+        return self.verdict or "ok"
+
+    def close(self) -> None:
+        if self.sock is not None:
             self.sock.close()
-        if kind == p.ERROR:
-            raise FeedError(f"the TF node at {self.address} refused rows: {payload.decode(errors='replace')}")
-        return "stopped" if kind == p.STOP or self.stopped else "ok"
+
+
+class _Feeder:
+    """Sends one partition's frames (see ``FeedPlan.frames``) over one connection per node it feeds."""
+
+    def __init__(self, target: FeedTarget, partition: int) -> None:
+        self.target = target
+        self.partition = partition
+        self.links: dict[int, _Link] = {}
+        self._next_check = 0.0
+        try:
+            for node in target.plan.nodes_of(partition):
+                self.links[node] = _Link(node, target)
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, frame: Frame, payload, kind: bytes) -> None:
+        self.links[frame.node].send(kind, payload, frame.rows, self._blocked)
+
+    def all_stopped(self) -> bool:
+        return all(link.verdict == "stopped" for link in self.links.values())
+
+    def finish(self) -> dict:
+        return {"status": "ok", "links": [link.finish(self._blocked) for link in self.links.values()]}
+
+    def close(self) -> None:
+        for link in self.links.values():
+            link.close()
+
+    def _blocked(self, link: _Link, secs: float) -> None:
+        """Runs while this task waits on ``link``'s node: after ``stall_timeout`` seconds, checks that the node's
+        reader is taking rows at all; if it took none for that long, the feed is stalled."""
+        limit = self.target.stall_timeout
+        now = time.monotonic()
+        if secs < limit or now < self._next_check:
+            return
+        status = node_status(link.address, self.target)
+        if status.get("idle_secs", limit) < limit:  # it takes rows, from other tasks: this one waits its turn
+            self._next_check = now + limit - status["idle_secs"]
+            return
+        report = stall_report(self.target, link.node, secs, self.partition)
+        for address in self.target.addresses:
+            _request(address, self.target, {"kind": "stall", "feed": self.target.feed_id, "reason": report})
+        raise _Stalled(report)
+
+
+def _request(address: str, target: FeedTarget, hello: dict) -> dict | None:
+    """One small request to a node's feed server (``status``, ``stall``); None if the node does not answer."""
+    try:
+        sock = p.connect(address, target.secret, min(target.timeout, 10.0))
+        try:
+            p.send_json(sock, p.HELLO, hello)
+            kind, payload = p.recv_frame(sock)
+        finally:
+            sock.close()
+    except (OSError, p.ChannelClosed):
+        return None
+    return json.loads(payload) if kind == p.ACK else None
+
+
+def node_status(address: str, target: FeedTarget) -> dict:
+    """What a node's feed server says of this epoch (see ``FeedServer.status``); ``{}`` if it does not answer."""
+    return _request(address, target, {"kind": "status", "feed": target.feed_id, "epoch": target.epoch}) or {}
+
+
+def stall_report(target: FeedTarget, node: int, secs: float, partition: int) -> str:
+    """What a stalled feeding task knows: the node that stopped taking rows, and every node's counts."""
+    quota = target.plan.quota if target.plan else 0
+    lines = [f"The Spark feed stalled in epoch {target.epoch + 1}/{target.epochs}: node {node} "
+             f"({target.addresses[node]}) took no rows for {target.stall_timeout:.0f}s or more while the task "
+             f"feeding partition {partition} waited {secs:.0f}s to send it more (feed_stall_timeout="
+             f"{target.stall_timeout:.0f}s)."]
+    for num, address in enumerate(target.addresses):
+        lines.append(f"  node {num}: {describe_status(node_status(address, target), quota)}")
+    lines.append(
+        "Likely causes: (1) main_fun stopped reading the feed before the data ended without calling "
+        "feed.terminate() (for example model.fit with a steps_per_epoch that reads fewer rows than were fed): "
+        "call feed.terminate() once done reading; (2) a node waits inside a collective step for another that "
+        "waits for rows, because main_fun reads the nodes' feeds unequally (different batch sizes or steps per "
+        "node); (3) main_fun takes longer than feed_stall_timeout to read its first rows or to finish one step "
+        "(model building, tracing, loading): raise feed_stall_timeout (TFOS_FEED_STALL_TIMEOUT).")
+    return "\n".join(lines)
+
+
+def describe_status(status: dict, quota: int) -> str:
+    """One node's line of a stall report."""
+    if not status:
+        return "its feed server does not answer (the TF process may be gone: see the driver's error)"
+    reader = "its reader is waiting for rows" if status["reading"] else (
+        f"its reader took no row for {status['idle_secs']:.0f}s" if status["took_any"] else
+        f"its reader has not asked for any row since the node started {status['up_secs']:.0f}s ago")
+    return (f"received {status['received']:,} of its {quota:,} rows this epoch, its reader took "
+            f"{status['taken']:,}; {status['queued']} of {status['capacity']} chunks queued, "
+            f"{status['waiting_tasks']} task(s) waiting to add more; {reader}; the TF process answers")
 
 
 def _partition_id() -> int:
@@ -89,75 +270,83 @@ def _partition_id() -> int:
     return TaskContext.get().partitionId()
 
 
-class _Router:
-    """Routes a partition's rows to the nodes of its segments."""
+def _feed_partition(target: FeedTarget, partition: int, send_all) -> dict:
+    """Runs ``send_all(feeder)`` for one partition; returns the task's outcome (JSON data)."""
+    feeder = _Feeder(target, partition)
+    try:
+        send_all(feeder)
+        return feeder.finish()
+    except _Stalled as stall:
+        return {"status": "stalled", "report": stall.report}
+    finally:
+        feeder.close()
 
-    def __init__(self, target: FeedTarget, partition: int) -> None:
-        self.target = target
-        self.segments = target.segments[partition] if partition < len(target.segments) else ()
-        self.links: dict[int, _Link] = {}
 
-    def link(self, node: int) -> _Link:
-        if node not in self.links:
-            self.links[node] = _Link(self.target.addresses[node], self.target)
-        return self.links[node]
-
-    def all_stopped(self) -> bool:
-        return bool(self.links) and all(link.stopped for link in self.links.values()) and len(self.links) == len(
-            {s.node for s in self.segments})
-
-    def finish(self) -> list[str]:
-        return [link.finish() for link in self.links.values()]
+def _short_partition(target: FeedTarget, partition: int, got: int) -> FeedError:
+    return FeedError(
+        f"partition {partition} had {got} rows in epoch {target.epoch + 1}, fewer than the "
+        f"{target.plan.fed_rows(partition)} it had when train() counted them: the data changed between epochs. "
+        "Feed deterministic data (train() persists it; a non-deterministic source recomputed after an evicted "
+        "block changes), or cache it yourself with df.cache() / rdd.cache() before train().")
 
 
 def train_rows(target: FeedTarget, iterator: Iterable) -> Iterator[str]:
-    """``rdd.mapPartitions`` body: sends this partition's rows, pickled in chunks, per the plan."""
-    router = _Router(target, _partition_id())
-    if router.segments:
-        last = router.segments[-1].stop
-        seg_iter = iter(router.segments)
-        seg = next(seg_iter)
+    """``rdd.mapPartitions`` body: sends this partition's rows, pickled in frames, per the plan."""
+    partition = _partition_id()
+
+    def send_all(feeder: _Feeder) -> None:
+        frames = target.plan.frames(partition, target.chunk_rows)
+        frame = next(frames, None)
         chunk: list = []
-        for index, row in enumerate(iterator):
-            if index >= last:
-                break
-            if index >= seg.stop:
-                _flush_rows(router, seg.node, chunk)
+        got = 0
+        for row in iterator:
+            if frame is None:
+                return
+            chunk.append(row)
+            got += 1
+            if got == frame.stop:
+                feeder.send(frame, pickle.dumps(chunk, protocol=5), p.SPILL_ROWS if frame.spill else p.ROWS)
                 chunk = []
-                seg = next(seg_iter)
-            if index >= seg.start:
-                chunk.append(row)
-                if len(chunk) >= target.chunk_rows:
-                    _flush_rows(router, seg.node, chunk)
-                    chunk = []
-                    if router.all_stopped():
-                        break
-        _flush_rows(router, seg.node, chunk)
-    yield json.dumps({"outcomes": router.finish()})
+                if feeder.all_stopped():
+                    return
+                frame = next(frames, None)
+        if frame is not None:
+            raise _short_partition(target, partition, got)
 
-
-def _flush_rows(router: _Router, node: int, chunk: list) -> None:
-    if chunk:
-        router.link(node).send(p.ROWS, pickle.dumps(chunk, protocol=5), len(chunk))
+    yield json.dumps(_feed_partition(target, partition, send_all))
 
 
 def train_arrow(target: FeedTarget, batches: Iterable) -> Iterator:
     """``DataFrame.mapInArrow`` body: sends record-batch slices per the plan, no Python loop per row."""
     import pyarrow as pa
 
-    router = _Router(target, _partition_id())
-    offset = 0
-    for batch in batches:
-        if not router.segments or offset >= router.segments[-1].stop or router.all_stopped():
-            break
-        for seg in router.segments:
-            lo, hi = max(seg.start, offset), min(seg.stop, offset + batch.num_rows)
-            if lo < hi:
-                part = batch.slice(lo - offset, hi - lo)
-                router.link(seg.node).send(p.ARROW, p.arrow_payload(part), part.num_rows)
-        offset += batch.num_rows
-    outcomes = router.finish()
-    yield pa.RecordBatch.from_pydict({"stopped": [outcomes.count("stopped")], "sent": [len(outcomes)]})
+    partition = _partition_id()
+
+    def send_all(feeder: _Feeder) -> None:
+        frames = target.plan.frames(partition, target.chunk_rows)
+        frame = next(frames, None)
+        parts: list = []
+        offset = 0  # the partition's row index of the batch's first row
+        for batch in batches:
+            pos = 0
+            while frame is not None and pos < batch.num_rows:
+                take = min(frame.stop - offset - pos, batch.num_rows - pos)
+                parts.append(batch.slice(pos, take))
+                pos += take
+                if offset + pos == frame.stop:
+                    feeder.send(frame, p.arrow_payload(*parts), p.SPILL_ARROW if frame.spill else p.ARROW)
+                    parts = []
+                    if feeder.all_stopped():
+                        return
+                    frame = next(frames, None)
+            offset += batch.num_rows
+            if frame is None:
+                return
+        if frame is not None:
+            raise _short_partition(target, partition, offset)
+
+    outcome = _feed_partition(target, partition, send_all)
+    yield pa.RecordBatch.from_pydict({"outcome": [json.dumps(outcome)]}, schema=pa.schema([("outcome", pa.string())]))
 
 
 def count_arrow(batches: Iterable) -> Iterator:

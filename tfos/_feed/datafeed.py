@@ -11,14 +11,11 @@ from __future__ import annotations
 import queue
 from typing import Any, Sequence
 
-from ..errors import DataError
-from .server import POLL, Chunk, FeedServer
+from ..errors import FeedDataError
+from .intake import Chunk
+from .server import POLL, FeedServer
 
 _END = object()
-
-
-class FeedDataError(DataError):
-    """A fed row does not match the expected shape or type."""
 
 
 class DataFeed:
@@ -36,7 +33,6 @@ class DataFeed:
         self._server = mgr
         self.train_mode = train_mode
         self.input_mapping = input_mapping
-        self._q = mgr.train_q if train_mode else mgr.infer_q
         self._pending: list = []
         self._held: Chunk | None = None
 
@@ -89,7 +85,8 @@ class DataFeed:
         """True once the feed was terminated, or ended (``shutdown``) and everything was read."""
         if self._server.terminating.is_set():
             return True
-        return self._server.done.is_set() and self._q.empty() and not self._pending and self._held is None
+        empty = self._server.train_empty() if self.train_mode else self._server.infer_q.empty()
+        return self._server.done.is_set() and empty and not self._pending and self._held is None
 
     def terminate(self) -> None:
         """Stops the feed: the Spark tasks still feeding stop early (without failing), queued rows are dropped."""
@@ -147,11 +144,19 @@ class DataFeed:
         if self._held is not None:
             chunk, self._held = self._held, None
             return chunk
+        server = self._server
         while True:
+            if self.train_mode:
+                chunk = server.take(POLL)
+                if chunk is not None:
+                    return chunk
+                if server.terminating.is_set() or (server.done.is_set() and server.train_empty()):
+                    return _END
+                continue
             try:
-                return self._q.get(timeout=POLL)
+                return server.infer_q.get(timeout=POLL)
             except queue.Empty:
-                if self._server.terminating.is_set() or self._server.done.is_set():
+                if server.terminating.is_set() or server.done.is_set():
                     return _END
 
     def _peek(self) -> Chunk | None:

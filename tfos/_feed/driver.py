@@ -1,17 +1,20 @@
 """The driver side of InputMode.SPARK: count rows, plan, and run the feeding and scoring jobs.
 
-``TFCluster.train`` and ``TFCluster.inference`` delegate here; jobs that talk to the nodes run through the
-cluster's ``_run_feed_job``, which turns a node failure into its root cause.
+``TFCluster.train`` and ``TFCluster.inference`` (classic and Spark Connect) delegate here. What the feed needs
+of a cluster is the small :class:`FeedBackend` protocol, nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from typing import Any
+import secrets
+from typing import Any, Callable, Protocol
 
 from .. import _spark
-from ..errors import ConfigError
+from ..config import Settings
+from ..errors import ConfigError, FeedStallError
 from . import client as feed
 from .client import FeedTarget
 from .plan import make_plan
@@ -22,11 +25,35 @@ logger = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 10
 
 
+@dataclasses.dataclass(frozen=True)
+class FeedContext:
+    """The running cluster's feed endpoints."""
+
+    addresses: tuple[str, ...]  # of the training nodes (chief/master/worker), in node order
+    secret: str = dataclasses.field(repr=False)
+    settings: Settings = dataclasses.field(default_factory=Settings)
+
+
+class FeedBackend(Protocol):
+    """What ``train``/``inference`` need of a running cluster (``TFCluster``, ``ConnectCluster``)."""
+
+    def _feed_context(self) -> FeedContext: ...
+
+    def _run_feed_job(self, action: Callable[[], list], description: str) -> list:
+        """Runs a Spark job that talks to the nodes; a node failure raises its root cause instead."""
+
+    def _node_progress(self) -> list[dict]:
+        """The nodes' latest heartbeat progress (``TFCluster.progress()``); ``[]`` if it cannot be had."""
+
+    def _stop_after_feed_failure(self, reason: str) -> None:
+        """Stops every node: the feed cannot go on."""
+
+
 def is_dataframe(data: Any) -> bool:
     return hasattr(data, "mapInArrow") and hasattr(data, "schema")
 
 
-def partition_counts(cluster, data, is_df: bool) -> list[int]:
+def partition_counts(cluster: FeedBackend, data, is_df: bool) -> list[int]:
     """Rows per partition, in partition order (the input of the equal-rows plan)."""
     if is_df:
         rows = cluster._run_feed_job(
@@ -38,41 +65,44 @@ def partition_counts(cluster, data, is_df: bool) -> list[int]:
     return [n for _, n in sorted(pairs)]
 
 
-def train(cluster, data, num_epochs: int, feed_timeout: float) -> None:
+def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float) -> None:
     """See ``TFCluster.train``."""
-    from pyspark import StorageLevel
-
     if num_epochs < 0:
         raise ConfigError(f"num_epochs must be >= 0, got {num_epochs}")
     epochs = num_epochs or DEFAULT_EPOCHS
-    addresses = tuple(cluster._feed_addresses())
+    context = cluster._feed_context()
     is_df = is_dataframe(data)
     cached = data.is_cached
     if not cached:
+        from pyspark import StorageLevel
+
         data = data.persist(StorageLevel.MEMORY_AND_DISK)  # counted once, read every epoch
     try:
         counts = partition_counts(cluster, data, is_df)
-        plan = make_plan(counts, len(addresses))
+        plan = make_plan(counts, len(context.addresses))
         if plan.quota == 0:
-            raise ConfigError(f"train() got {sum(counts)} rows for {len(addresses)} training nodes: each node "
-                              "needs at least one row per epoch")
-        logger.info("feeding %d epoch(s) of %d rows: %d rows per node per epoch, %d rows per epoch not fed "
-                    "(equal rows per node)", epochs, sum(counts), plan.quota, plan.dropped)
-        settings, secret = cluster._config.settings, cluster._config.spec.secret
+            raise ConfigError(f"train() got {sum(counts)} rows for {len(context.addresses)} training nodes: each "
+                              "node needs at least one row per epoch")
+        logger.info("feeding %d epoch(s) of %d rows in %d partitions: %d rows per node per epoch, %d rows per "
+                    "epoch not fed (equal rows per node)", epochs, sum(counts), len(counts), plan.quota,
+                    plan.dropped)
+        settings = context.settings
+        feed_id = secrets.token_hex(8)
         for epoch in range(epochs):
-            target = FeedTarget(addresses, secret, plan.segments, plan.quota, epoch, settings.feed_chunk_rows,
-                                feed_timeout)
+            target = FeedTarget(context.addresses, context.secret, plan, feed_id, epoch, epochs,
+                                settings.feed_chunk_rows, feed_timeout, settings.feed_stall_timeout)
+            description = f"tfos: feed epoch {epoch + 1}/{epochs}"
             if is_df:
                 fn = _spark.bind(feed.train_arrow, target)
-                rows = cluster._run_feed_job(lambda: data.mapInArrow(fn, "stopped long, sent long").collect(),
-                                             f"tfos: feed epoch {epoch + 1}/{epochs}")
-                stopped = all(r.stopped == r.sent for r in rows if r.sent)
+                rows = cluster._run_feed_job(lambda: data.mapInArrow(fn, "outcome string").collect(), description)
+                outcomes = [json.loads(r.outcome) for r in rows]
             else:
                 fn = _spark.bind(feed.train_rows, target)
-                rows = cluster._run_feed_job(lambda: data.mapPartitions(fn).collect(),
-                                             f"tfos: feed epoch {epoch + 1}/{epochs}")
-                stopped = all(o == "stopped" for r in rows for o in json.loads(r)["outcomes"])
-            if stopped:
+                outcomes = [json.loads(r) for r in cluster._run_feed_job(lambda: data.mapPartitions(fn).collect(),
+                                                                          description)]
+            _check_stall(cluster, outcomes)
+            links = [link for o in outcomes for link in o["links"]]
+            if links and all(link == "stopped" for link in links):
                 logger.info("the TF nodes terminated the feed during epoch %d", epoch + 1)
                 break
     finally:
@@ -80,12 +110,31 @@ def train(cluster, data, num_epochs: int, feed_timeout: float) -> None:
             data.unpersist()
 
 
-def inference(cluster, data, feed_timeout: float, schema: Any):
+def _check_stall(cluster: FeedBackend, outcomes: list[dict]) -> None:
+    """Raises the stall report of the first task that found the feed stalled, after stopping the nodes."""
+    report = next((o["report"] for o in outcomes if o.get("status") == "stalled"), None)
+    if report is None:
+        return
+    lines = [report, "What the driver knows of each node (its heartbeats):"]
+    for row in cluster._node_progress():
+        beat = row.get("heartbeat_secs")
+        alive = "exited" if row.get("exited") else (f"alive, last heartbeat {beat:.0f}s ago" if beat is not None
+                                                   else "alive")
+        last = str(row.get("last_line") or "").strip()
+        lines.append(f"  node {row.get('worker_num')} ({row.get('role')}): {alive}; "
+                     + (f"last output line: {last[-200:]!r}" if last else "no output yet"))
+    message = "\n".join(lines)
+    logger.error("%s", message)
+    cluster._stop_after_feed_failure("the Spark feed stalled (feed_stall_timeout)")
+    raise FeedStallError(message)
+
+
+def inference(cluster: FeedBackend, data, feed_timeout: float, schema: Any):
     """See ``TFCluster.inference``."""
-    addresses = tuple(cluster._feed_addresses())
-    secret = cluster._config.spec.secret
+    context = cluster._feed_context()
+    addresses, secret = context.addresses, context.secret
     if not is_dataframe(data):
-        chunk = cluster._config.settings.feed_chunk_rows
+        chunk = context.settings.feed_chunk_rows
         return data.mapPartitions(_spark.bind(feed.infer_rows, addresses, secret, feed_timeout, chunk))
     if schema is None:
         raise ConfigError("inference(DataFrame) needs schema=, the schema of the results (e.g. 'prediction long')")

@@ -8,9 +8,10 @@ HMAC-SHA256(secret, "tfos-feed-node" + client's challenge), which the client che
 unpickles anything. Then both sides exchange frames: ``kind`` (1 byte), ``length`` (8 bytes, big-endian),
 payload. The channel is authenticated, not encrypted: rows travel in clear (see docs/security.md).
 
-Client -> server: HELLO (JSON), ARROW (an Arrow IPC stream holding one record batch), ROWS (a pickled list of
-rows), END (no more rows on this connection). Server -> client: ACK (JSON), STOP (the node stopped taking
-data), RESULTS (pickled list), ERROR (text).
+Client -> server: HELLO (JSON), ARROW (an Arrow IPC stream of record batches, read as one), ROWS (a pickled
+list of rows), SPILL_ARROW and SPILL_ROWS (the same, for spill rows: see ``tfos._feed.plan``), END (no more
+rows on this connection). Server -> client: ACK (JSON), STOP (the node stopped taking data), STALLED (a
+feeding task found this ``train()`` call stalled; the report as text), RESULTS (pickled list), ERROR (text).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import time
 from ..errors import AuthenticationError
 
 HELLO, ARROW, ROWS, END = b"H", b"A", b"P", b"E"
-ACK, STOP, RESULTS, ERROR = b"K", b"S", b"R", b"X"
+SPILL_ARROW, SPILL_ROWS = b"a", b"p"
+ACK, STOP, STALLED, RESULTS, ERROR = b"K", b"S", b"T", b"R", b"X"
 _HEADER = struct.Struct(">cQ")
 _CHALLENGE_BYTES = 32
 # A frame larger than this is refused as corrupt rather than allocated.
@@ -56,6 +58,10 @@ def recv_exact(sock: socket.socket, size: int, deadline: float | None = None) ->
             raise ChannelClosed(f"connection closed after {got} of {size} bytes")
         got += n
     return buf
+
+
+def frame_header(kind: bytes, size: int) -> bytes:
+    return _HEADER.pack(kind, size)
 
 
 def send_frame(sock: socket.socket, kind: bytes, payload: bytes | memoryview = b"") -> None:
@@ -141,17 +147,23 @@ def connect(address: str, secret: str, timeout: float) -> socket.socket:
     return sock
 
 
-def arrow_payload(batch) -> memoryview:
-    """One record batch as an Arrow IPC stream (schema included)."""
+def arrow_payload(*batches) -> memoryview:
+    """Record batches (of one schema) as an Arrow IPC stream, schema included."""
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
+    with pa.ipc.new_stream(sink, batches[0].schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
     return memoryview(sink.getvalue())
 
 
 def read_arrow(payload: bytearray):
+    """The record batches of an :func:`arrow_payload`, as one record batch."""
     import pyarrow as pa
 
-    return pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
+    reader = pa.ipc.open_stream(pa.py_buffer(payload))
+    batches = list(reader)
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches, reader.schema).combine_chunks().to_batches()[0]

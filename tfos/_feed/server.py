@@ -1,22 +1,29 @@
 """The feed server inside a TF process (InputMode.SPARK): receives rows from Spark tasks, with back-pressure.
 
-One thread per connection. Training rows go into one bounded queue (a full queue stops the reading thread,
-so TCP pushes back on the Spark task: memory stays bounded whatever the partition size). Inference
-partitions are served one at a time: rows go to the inference queue, the TF side answers with
-``batch_results``, and the results go back on the same connection in input order.
+One thread per connection. Training rows go into the node's :class:`~tfos._feed.intake.Intake`: even chunks
+into a bounded FIFO (a full one stops the reading thread, so TCP pushes back on the Spark task and memory
+stays bounded whatever the partition size), spill chunks aside (see ``tfos._feed.plan``). Threads waiting for
+room are served in arrival order. Inference partitions are served one at a time: rows go to the inference
+queue, the TF side answers with ``batch_results``, and the results go back on the same connection in input
+order. Two small requests serve the feeding tasks' stall check: ``status`` (what this node received and
+took, and since when its reader took nothing) and ``stall`` (a task found the feed stalled: every task of
+that ``train()`` call is told to stop, with the reason).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import pickle
 import queue
 import socket
 import threading
+import time
 
 from ..errors import AuthenticationError
 from . import protocol as p
+from .intake import Chunk, Intake
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +31,6 @@ logger = logging.getLogger(__name__)
 POLL = 0.05
 # Connections that may be answering the challenge at once; more are closed unread (see protocol.HANDSHAKE_TIMEOUT).
 MAX_PENDING_HANDSHAKES = 64
-
-
-class Chunk:
-    """Rows from one frame: a list of rows (RDD) or an Arrow record batch (DataFrame)."""
-
-    __slots__ = ("data", "rows", "epoch", "quota", "is_arrow")
-
-    def __init__(self, data, rows: int, epoch: int = 0, quota: int = 0, is_arrow: bool = False) -> None:
-        self.data, self.rows, self.epoch, self.quota, self.is_arrow = data, rows, epoch, quota, is_arrow
 
 
 def _first_rows(chunks: list, rows: int) -> list:
@@ -52,13 +50,20 @@ class FeedServer:
     Args:
         sock: a bound TCP socket (the supervisor reserved its port).
         secret: the cluster's secret.
-        max_chunks: queued chunks before readers block (back-pressure).
+        max_chunks: training chunks queued before readers block (back-pressure), and inference chunks.
     """
 
     def __init__(self, sock: socket.socket, secret: str, max_chunks: int = 16) -> None:
         self._sock = sock
         self._secret = secret
-        self.train_q: queue.Queue = queue.Queue(max_chunks)
+        self._cond = threading.Condition()  # guards the intake and everything below it
+        self._intake = Intake(max_chunks)
+        self._putters: collections.deque = collections.deque()  # threads waiting for room, oldest first
+        self._readers = 0  # reader calls waiting in take()
+        self._train_conns = 0
+        self._stalled: dict[str, str] = {}  # train() calls a feeding task found stalled, with the report
+        self._started = self._last_take = time.monotonic()
+        self._took_any = False
         self.infer_q: queue.Queue = queue.Queue(max_chunks)
         self.terminating = threading.Event()
         self.done = threading.Event()
@@ -112,8 +117,15 @@ class FeedServer:
             elif mode == "infer":
                 with self._infer_lock:
                     self._serve_infer(conn)
+            elif mode == "status":
+                p.send_json(conn, p.ACK, self.status(_key(hello)))
+            elif mode == "stall":
+                self.mark_stalled(str(hello.get("feed", "")), str(hello.get("reason", "")))
+                p.send_json(conn, p.ACK, {})
             elif mode == "end_feed":
                 self.done.set()
+                with self._cond:
+                    self._cond.notify_all()  # spill rows held for an epoch that will not complete are due
                 p.send_json(conn, p.ACK, {})
         except (p.ChannelClosed, OSError) as exc:
             logger.debug("feed connection closed: %s", exc)
@@ -126,41 +138,137 @@ class FeedServer:
         finally:
             conn.close()
 
-    def _put(self, q: queue.Queue, item) -> bool:
+    # ----- training rows ---------------------------------------------------------------------------------
+    def _verdict(self, feed: str) -> tuple[bytes, bytes] | None:
+        """Why a train connection of ``feed`` must stop taking rows: (STOP, b"") after terminate, (STALLED,
+        report) after a stall; None to go on."""
+        if self.terminating.is_set():
+            return p.STOP, b""
+        reason = self._stalled.get(feed)
+        return (p.STALLED, reason.encode()) if reason is not None else None
+
+    def _serve_train(self, conn: socket.socket, hello: dict) -> None:
+        feed, key = str(hello.get("feed", "")), _key(hello)
+        with self._cond:
+            self._intake.open(key, int(hello.get("even", hello.get("quota", 0))))
+            self._train_conns += 1
+        try:
+            self._take_rows(conn, hello, feed, key)
+        finally:
+            with self._cond:
+                self._train_conns -= 1
+
+    def _take_rows(self, conn: socket.socket, hello: dict, feed: str, key) -> None:
+        verdict = self._verdict(feed)
+        # Answer at once, so a task feeding a stopped node stops before sending anything.
+        p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
+        answered, accepted = verdict is not None, 0
+        while True:
+            kind, payload = p.recv_frame(conn)
+            if kind == p.END:
+                break
+            verdict = verdict or self._verdict(feed)
+            if verdict is None:
+                data, rows, is_arrow = self._decode(kind, payload)
+                chunk = Chunk(data, rows, hello["epoch"], hello["quota"], is_arrow, key=key,
+                              spill=kind in (p.SPILL_ROWS, p.SPILL_ARROW))
+                if self._put(chunk, feed):
+                    accepted += rows
+                    continue
+                verdict = self._verdict(feed)
+            if not answered:
+                p.send_frame(conn, *verdict)
+                answered = True
+            # then drain what the task already sent, so that it ends cleanly
+        if not answered:
+            verdict = self._verdict(feed)
+            p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": accepted})
+
+    def _put(self, chunk: Chunk, feed: str) -> bool:
+        """Adds ``chunk``, waiting (first come, first served) for room if it is an even chunk; False if the
+        feed was terminated or found stalled meanwhile."""
+        with self._cond:
+            if chunk.spill:
+                self._intake.put(chunk)
+                self._cond.notify_all()
+                return True
+            me = object()
+            self._putters.append(me)
+            try:
+                while self._putters[0] is not me or self._intake.full():
+                    if self._verdict(feed):
+                        return False
+                    self._cond.wait(1.0)
+                self._intake.put(chunk)
+                return True
+            finally:
+                self._putters.remove(me)
+                self._cond.notify_all()
+
+    def take(self, timeout: float) -> Chunk | None:
+        """The next training chunk, waiting up to ``timeout`` seconds; None if none came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._readers += 1
+            try:
+                while True:
+                    chunk = self._intake.take(ended=self.done.is_set())
+                    if chunk is not None:
+                        self._last_take, self._took_any = time.monotonic(), True
+                        self._cond.notify_all()
+                        return chunk
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self.terminating.is_set():
+                        return None
+                    self._cond.wait(left)
+            finally:
+                self._readers -= 1
+
+    def train_empty(self) -> bool:
+        with self._cond:
+            return self._intake.empty()
+
+    def queued(self) -> int:
+        """Training chunks waiting to be read (spill chunks not counted)."""
+        with self._cond:
+            return self._intake.queued()
+
+    def status(self, key) -> dict:
+        """What a stalled feeding task reports about this node (JSON data)."""
+        with self._cond:
+            return {
+                "received": self._intake.received[key], "taken": self._intake.taken[key],
+                "queued": self._intake.queued(), "capacity": self._intake.capacity,
+                "waiting_tasks": len(self._putters), "connections": self._train_conns,
+                "reading": self._readers > 0, "took_any": self._took_any,
+                "idle_secs": round(time.monotonic() - self._last_take, 1),
+                "up_secs": round(time.monotonic() - self._started, 1),
+                "terminated": self.terminating.is_set(),
+            }
+
+    def mark_stalled(self, feed: str, reason: str) -> None:
+        """Stops every connection of ``train()`` call ``feed``: they are answered STALLED with ``reason``."""
+        with self._cond:
+            self._stalled.setdefault(feed, reason)
+            self._cond.notify_all()
+
+    # ----- inference -------------------------------------------------------------------------------------
+    def _put_infer(self, item) -> bool:
         """Blocks until ``item`` is queued; False if the feed was terminated meanwhile."""
         while not self.terminating.is_set():
             try:
-                q.put(item, timeout=POLL)
+                self.infer_q.put(item, timeout=POLL)
                 return True
             except queue.Full:
                 continue
         return False
 
     def _decode(self, kind: bytes, payload: bytearray) -> tuple[object, int, bool]:
-        if kind == p.ARROW:
+        if kind in (p.ARROW, p.SPILL_ARROW):
             batch = p.read_arrow(payload)
             return batch, batch.num_rows, True
         rows = pickle.loads(payload)
         return rows, len(rows), False
-
-    def _serve_train(self, conn: socket.socket, hello: dict) -> None:
-        accepted, stopped = 0, self.terminating.is_set()
-        # Answer at once, so a task feeding a terminated node stops before sending anything.
-        p.send_frame(conn, p.STOP) if stopped else p.send_json(conn, p.ACK, {})
-        while True:
-            kind, payload = p.recv_frame(conn)
-            if kind == p.END:
-                break
-            if stopped or self.terminating.is_set():
-                if not stopped:
-                    p.send_frame(conn, p.STOP)
-                    stopped = True
-                continue  # drain what the task already sent, so it ends cleanly
-            data, rows, is_arrow = self._decode(kind, payload)
-            if self._put(self.train_q, Chunk(data, rows, hello["epoch"], hello["quota"], is_arrow)):
-                accepted += rows
-        if not stopped:
-            p.send_frame(conn, p.STOP) if self.terminating.is_set() else p.send_json(conn, p.ACK, {"rows": accepted})
 
     def _serve_infer(self, conn: socket.socket) -> None:
         rows = 0
@@ -172,10 +280,10 @@ class FeedServer:
                 break
             data, n, is_arrow = self._decode(kind, payload)
             rows += n
-            if not self._put(self.infer_q, Chunk(data, n, is_arrow=is_arrow)):
+            if not self._put_infer(Chunk(data, n, is_arrow=is_arrow)):
                 p.send_frame(conn, p.STOP)
                 return
-        self._put(self.infer_q, None)  # end of partition
+        self._put_infer(None)  # end of partition
         with self._results_ready:
             while self._result_rows < rows and not self.terminating.is_set():
                 self._results_ready.wait(POLL)
@@ -197,15 +305,22 @@ class FeedServer:
     def terminate(self) -> None:
         """Stops taking data: feeding tasks are told to stop, queued rows are dropped."""
         self.terminating.set()
-        for q in (self.train_q, self.infer_q):
-            try:
-                while True:
-                    q.get_nowait()
-            except queue.Empty:
-                pass
+        with self._cond:
+            self._intake.clear()
+            self._cond.notify_all()
+        try:
+            while True:
+                self.infer_q.get_nowait()
+        except queue.Empty:
+            pass
 
     def close(self) -> None:
         try:
             self._sock.close()
         except OSError:
             pass
+
+
+def _key(hello: dict) -> tuple[str, int]:
+    """The epoch key of a hello: which ``train()`` call (its feed id) and which epoch."""
+    return str(hello.get("feed", "")), int(hello.get("epoch", 0))

@@ -103,7 +103,8 @@ def write_error(path: str | None, exc: BaseException) -> None:
     os.replace(tmp, path)
 
 
-def _build_context(fields: dict, tmp_fd: int | None, feed_fd: int | None, secret: str | None):
+def _build_context(fields: dict, tmp_fd: int | None, feed_fd: int | None, secret: str | None,
+                   feed_queue_chunks: int = 16):
     from ..node import TFNodeContext
 
     tmp_socket = socket.socket(fileno=tmp_fd) if tmp_fd is not None else None
@@ -112,7 +113,7 @@ def _build_context(fields: dict, tmp_fd: int | None, feed_fd: int | None, secret
         # InputMode.SPARK: serve the feed from the start, before main_fun asks for it.
         from .._feed.server import FeedServer
 
-        mgr = FeedServer(socket.socket(fileno=feed_fd), secret)
+        mgr = FeedServer(socket.socket(fileno=feed_fd), secret, feed_queue_chunks)
         mgr.start()
     return TFNodeContext(tmp_socket=tmp_socket, mgr=mgr, **fields)
 
@@ -164,7 +165,8 @@ def main() -> int:
             os.chdir(payload["chdir"])
         fn = _load(cloudpickle, payload["fn"], "main_fun")
         args = _load(cloudpickle, payload["args"], "tf_args")
-        ctx = _build_context(payload["ctx"], payload.get("tmp_fd"), payload.get("feed_fd"), payload.get("secret"))
+        ctx = _build_context(payload["ctx"], payload.get("tmp_fd"), payload.get("feed_fd"), payload.get("secret"),
+                             payload.get("feed_queue_chunks", 16))
         if isinstance(args, list):
             # TensorFlowOnSpark passes an argv list as sys.argv too, so argparse in main_fun works unchanged.
             sys.argv = [str(a) for a in args]

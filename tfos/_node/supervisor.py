@@ -68,6 +68,7 @@ class LaunchSpec:
     backup_dir: str = ""  # ``ctx.backup_dir``: stable across attempts, for Keras BackupAndRestore
     control_cert: bytes = dataclasses.field(default=b"", repr=False)  # the control server's TLS certificate
     preimport: tuple = ()  # modules the TF process imports while the cluster is reserved (tfos._preimport)
+    feed_queue_chunks: int = 16  # InputMode.SPARK: training chunks a node queues before it pushes back
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,6 +418,7 @@ def _run_child(node: _Node, client, cluster_spec, summary, on_started, board, pr
         "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "ctx": ctx_fields,
         "sys_path": list(place.sys_path), "tmp_fd": None if spec.release_port else node.sock.fileno(),
         "feed_fd": feed_fd, "secret": spec.secret if feed_fd is not None else None,
+        "feed_queue_chunks": spec.feed_queue_chunks,
         "env": {"TF_CONFIG": tf_config},
     }
     if node.proc is None:

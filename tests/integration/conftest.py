@@ -24,6 +24,7 @@ from tfos.standalone import StandaloneCluster
 _HERE = pathlib.Path(__file__).parent.resolve()
 
 LOCAL_CLUSTER_MASTER = "local-cluster[2,1,1024]"
+LOCAL_CLUSTER3_MASTER = "local-cluster[3,1,1024]"
 # C1-only JIT and the serial GC: much less CPU for JVM start-up on a small, shared test machine.
 _LIGHT_JVM = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 DRIVER_CONF = {
@@ -143,3 +144,9 @@ def spark_standalone(spark_sessions, standalone_cluster):
 def spark_local_cluster(spark_sessions):
     """A SparkSession on ``local-cluster[2,1,1024]`` (2 executor processes); see the module docstring."""
     return spark_sessions.get(LOCAL_CLUSTER_MASTER)
+
+
+@pytest.fixture
+def spark_local_cluster3(spark_sessions):
+    """A SparkSession on ``local-cluster[3,1,1024]`` (3 executors, one task slot each); see the module docstring."""
+    return spark_sessions.get(LOCAL_CLUSTER3_MASTER)

@@ -155,3 +155,61 @@ def say_hello(args, ctx):
     import sys
 
     print(f"warning on stderr from node {ctx.worker_num}", file=sys.stderr, flush=True)
+
+
+def tfos_loop_fit(args, ctx):
+    """TensorFlowOnSpark's own Spark-feed loop (its keras mnist_spark.py), import changed only: a generator of
+    next_batch(1) rows, model.fit with steps_per_epoch at 90% of a worker's share, then feed.terminate()."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfos import TFNode
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    tf_feed = TFNode.DataFeed(ctx.mgr, False)
+
+    def rdd_generator():
+        while not tf_feed.should_stop():
+            batch = tf_feed.next_batch(1)
+            if len(batch) > 0:
+                example = batch[0]
+                image = np.array(example[0]).astype(np.float32) / 255.0
+                yield np.reshape(image, (28, 28, 1)), np.reshape(np.array(example[1]).astype(np.float32), (1,))
+            else:
+                return
+
+    ds = tf.data.Dataset.from_generator(rdd_generator, (tf.float32, tf.float32),
+                                        (tf.TensorShape([28, 28, 1]), tf.TensorShape([1]))).batch(args["batch"])
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input(shape=(28, 28, 1)), tf.keras.layers.Flatten(),
+                                     tf.keras.layers.Dense(16, activation="relu"), tf.keras.layers.Dense(10)])
+        model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps_per_epoch = args["rows"] / args["batch"]
+    max_steps_per_worker = int(steps_per_epoch / ctx.num_workers * 0.9)
+    model.fit(x=ds, epochs=args["epochs"], steps_per_epoch=max_steps_per_worker, verbose=0)
+    tf_feed.terminate()
+    with open(os.path.join(args["out"], f"loop{ctx.worker_num}.json"), "w") as f:
+        json.dump({"steps": int(model.optimizer.iterations.numpy()), "expected": max_steps_per_worker}, f)
+
+
+def feed_fit_images(args, ctx):
+    """feed.dataset() of a DataFrame with an image column, plain model.fit over several epochs."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed(train_mode=True)
+    ds = feed.dataset(label="label").batch(args["batch"] * ctx.num_workers)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input(shape=(784,)), tf.keras.layers.Dense(10)])
+        model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(ds, epochs=args["epochs"], verbose=0)
+    with open(os.path.join(args["out"], f"images{ctx.worker_num}.json"), "w") as f:
+        json.dump({"steps": int(model.optimizer.iterations.numpy()), "epochs": len(history.history["loss"])}, f)
+
+
+def read_a_little_then_stop(args, ctx):
+    """Reads a few rows, prints a line, then stops reading without feed.terminate() (a stalled feed)."""
+    feed = ctx.get_data_feed(train_mode=True)
+    feed.next_batch(10)
+    print(f"node {ctx.worker_num} read 10 rows and stops reading", flush=True)
+    time.sleep(args["sleep"])

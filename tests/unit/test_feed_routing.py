@@ -24,7 +24,7 @@ import random
 import pytest
 
 from tfos._feed.intake import Chunk, Intake
-from tfos._feed.plan import FeedPlan, Frame, make_plan
+from tfos._feed.plan import Frame, make_plan
 
 
 class Deadlock(AssertionError):

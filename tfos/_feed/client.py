@@ -272,14 +272,16 @@ def _partition_id() -> int:
 
 def _feed_partition(target: FeedTarget, partition: int, send_all) -> dict:
     """Runs ``send_all(feeder)`` for one partition; returns the task's outcome (JSON data)."""
-    feeder = _Feeder(target, partition)
+    feeder = None
     try:
+        feeder = _Feeder(target, partition)
         send_all(feeder)
         return feeder.finish()
     except _Stalled as stall:
         return {"status": "stalled", "report": stall.report}
     finally:
-        feeder.close()
+        if feeder is not None:
+            feeder.close()
 
 
 def _short_partition(target: FeedTarget, partition: int, got: int) -> FeedError:

@@ -16,6 +16,7 @@ from .intake import Chunk
 from .server import POLL, FeedServer
 
 _END = object()
+_PARTITION_END = object()  # the end of an inference partition: a batch ends there
 
 
 class DataFeed:
@@ -85,7 +86,7 @@ class DataFeed:
         """True once the feed was terminated, or ended (``shutdown``) and everything was read."""
         if self._server.terminating.is_set():
             return True
-        empty = self._server.train_empty() if self.train_mode else self._server.infer_q.empty()
+        empty = self._server.train_empty() and self._server.infer_q.empty()
         return self._server.done.is_set() and empty and not self._pending and self._held is None
 
     def terminate(self) -> None:
@@ -144,20 +145,28 @@ class DataFeed:
         if self._held is not None:
             chunk, self._held = self._held, None
             return chunk
+        # Like TensorFlowOnSpark's one input queue, a DataFeed reads what the node is fed, training rows or
+        # inference partitions, whatever its train_mode (its examples read training rows with train_mode=False);
+        # train_mode says which to wait on first.
         server = self._server
         while True:
-            if self.train_mode:
-                chunk = server.take(POLL)
-                if chunk is not None:
-                    return chunk
-                if server.terminating.is_set() or (server.done.is_set() and server.train_empty()):
-                    return _END
-                continue
-            try:
-                return server.infer_q.get(timeout=POLL)
-            except queue.Empty:
-                if server.terminating.is_set() or server.done.is_set():
-                    return _END
+            first, second = (server.take, self._take_infer) if self.train_mode else (self._take_infer, server.take)
+            item = first(POLL)
+            if item is None:
+                item = second(0)
+            if item is not None:
+                return None if item is _PARTITION_END else item
+            if server.terminating.is_set() or (server.done.is_set() and server.train_empty()
+                                               and server.infer_q.empty()):
+                return _END
+
+    def _take_infer(self, timeout: float):
+        """The next inference chunk; ``_PARTITION_END`` at the end of a partition; None if none came."""
+        try:
+            item = self._server.infer_q.get(timeout=timeout) if timeout else self._server.infer_q.get_nowait()
+        except queue.Empty:
+            return None
+        return _PARTITION_END if item is None else item
 
     def _peek(self) -> Chunk | None:
         if self._held is None:
@@ -185,7 +194,6 @@ def _same_shapes(parts: list, key) -> list:
 
 
 def _chunk_arrays(chunk: Chunk) -> dict:
-    import numpy as np
 
     if chunk.is_arrow:
         batch = chunk.data

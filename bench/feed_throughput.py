@@ -156,17 +156,29 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "feed_throughput.md"))
+    parser.add_argument("--tfos-only", default="", metavar="JSON",
+                        help="run only tfos's feed once and write its two rates to this file (bench/feed_routing.py)")
     args = parser.parse_args()
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    spark = (SparkSession.builder.master("local-cluster[2,1,2048]").appName("tfos-bench-feed")
-             .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-             .config("spark.driver.memory", "2g").config("spark.sql.execution.arrow.pyspark.enabled", "true")
-             .getOrCreate())
+    builder = (SparkSession.builder.master("local-cluster[2,1,2048]").appName("tfos-bench-feed")
+               .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
+               .config("spark.driver.memory", "2g").config("spark.sql.execution.arrow.pyspark.enabled", "true"))
+    if os.environ.get("PYTHONPATH"):  # bench/feed_routing.py runs another checkout of tfos this way
+        builder = builder.config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
+    spark = builder.getOrCreate()
     runs = {"ceiling": [], "queue": [], "spark_alone": [], "tfos_nodes": [], "tfos_end_to_end": []}
     df = make_df(spark, args.rows)
+    if args.tfos_only:
+        import tfos
+
+        node_rate, e2e = tfos_feed(spark, df, args.rows, args.epochs)
+        with open(args.tfos_only, "w") as f:
+            json.dump({"tfos_nodes": node_rate, "tfos_end_to_end": e2e, "tfos": os.path.dirname(tfos.__file__)}, f)
+        spark.stop()
+        return
     spark_alone(df, args.rows)  # warm-up: starts the Python workers
     for i in range(args.repeats):  # alternate, so machine noise hits every variant
         runs["ceiling"].append(ceiling(args.rows))

@@ -204,6 +204,8 @@ def _spark(args):
                .config("spark.task.maxFailures", "1").config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1")
                .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
+    if os.environ.get("TFOS_BENCH_EXECUTOR_PYTHONPATH"):  # bench/feed_routing.py: another checkout of tfos
+        builder = builder.config("spark.executorEnv.PYTHONPATH", os.environ["TFOS_BENCH_EXECUTOR_PYTHONPATH"])
     if args.master.startswith("local-cluster"):
         # small executors for the control-plane scaling runs: Spark's 300 MiB reserve would not fit 256 MiB
         builder = builder.config("spark.testing.reservedMemory", "0")
@@ -248,7 +250,8 @@ def run_cluster(args, out):
         fn_args["kill_node"] = 1
     input_mode = TFCluster.InputMode.SPARK if mode == "spark" else TFCluster.InputMode.TENSORFLOW
     df = _make_df(spark, args.data) if mode == "spark" else None
-    result = {"tool": args.tool, "scenario": args.scenario, "nodes": args.nodes}
+    result = {"tool": args.tool, "scenario": args.scenario, "nodes": args.nodes,
+              "package": os.path.dirname(sys.modules[TFCluster.__name__.split(".")[0]].__file__)}
     master = "chief" if fn is train_main else None
     t0 = time.time()
     cluster = TFCluster.run(spark.sparkContext, fn, fn_args, args.nodes, num_ps=0, input_mode=input_mode,

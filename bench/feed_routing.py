@@ -1,0 +1,149 @@
+"""The feed's new routing against the old one, in one session: does dealing every partition to every node cost
+rows/s?
+
+The old routing (each node a contiguous range of the epoch, a partition's rows sent one node after the other)
+deadlocks when partitions outnumber the task slots and outgrow a node's queue; on the shapes below (4 or 2
+partitions, as many task slots as partitions per round) it does not, so both can be timed. The baseline is the
+tfos of ``--baseline`` (default: the commit before the new routing) checked out with ``git worktree`` and put
+first on ``PYTHONPATH`` for the driver and, through ``spark.executorEnv.PYTHONPATH``, for the executors and their
+TF processes. Each round runs both, in alternating order:
+
+- ``bench/feed_throughput.py --tfos-only``: a cached DataFrame of 60,000 rows x 784 float32 in 4 partitions fed
+  twice into 2 nodes reading ``feed.dataset()`` on ``local-cluster[2,1,2048]``: the nodes' receive rate and the
+  whole ``train()`` call's rate.
+- the Spark scenario of ``bench/side_by_side.py`` (``driver.py --tool tfos --scenario spark``): the same rows into
+  a Keras CNN under MultiWorkerMirroredStrategy on a 2-worker standalone cluster, 2 epochs: samples/s into
+  ``model.fit``.
+
+Run: ``.venv/bin/python bench/feed_routing.py [--rounds 3] [--baseline REV]``; writes
+``bench/results/feed_routing.md`` and its raw runs ``bench/results/feed_routing_raw.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import side_by_side  # noqa: E402 - bench/side_by_side.py: its data and driver
+
+WORK = side_by_side.WORK
+RESULTS = os.path.join(HERE, "results")
+
+
+def baseline_tree(rev: str) -> str:
+    """A worktree of ``rev`` (made once); returns its path."""
+    path = os.path.join(WORK, f"baseline-{rev.replace('/', '_').replace('~', '-')}")
+    if not os.path.exists(os.path.join(path, "tfos")):
+        subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", path, rev], check=True, timeout=120)
+    return path
+
+
+def run(cmd: list[str], pythonpath: str, timeout: float, log: str) -> None:
+    env = dict(os.environ, PYTHONPATH=pythonpath, TFOS_BENCH_EXECUTOR_PYTHONPATH=pythonpath,
+               TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("PYSPARK_PYTHON", None)
+    with open(log, "w") as f:
+        subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
+
+
+def throughput_run(variant: str, tree: str, out: str) -> dict:
+    result = os.path.join(WORK, "routing_throughput.json")
+    if os.path.exists(result):
+        os.remove(result)
+    run([sys.executable, os.path.join(HERE, "feed_throughput.py"), "--tfos-only", result], tree, 900,
+        os.path.join(out, f"{time.strftime('%H%M%S')}-throughput-{variant}.log"))
+    with open(result) as f:
+        return json.load(f)
+
+
+def spark_run(variant: str, tree: str, master: str, data: str, out: str) -> dict:
+    result = os.path.join(WORK, "routing_spark.json")
+    if os.path.exists(result):
+        os.remove(result)
+    run([sys.executable, side_by_side.DRIVER, "--tool", "tfos", "--scenario", "spark", "--master", master,
+         "--data", data, "--epochs", "2", "--result", result], tree, 1500,
+        os.path.join(out, f"{time.strftime('%H%M%S')}-spark-{variant}.log"))
+    with open(result) as f:
+        return json.load(f)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", default="f80db4e~1", help="the git revision whose routing is the baseline")
+    args = parser.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    logs = os.path.join(WORK, "logs")
+    os.makedirs(logs, exist_ok=True)
+    trees = {"new": ROOT, "old": baseline_tree(args.baseline)}
+    _tfr, data = side_by_side.make_data()
+    from tfos.standalone import StandaloneCluster
+
+    raw_path = os.path.join(RESULTS, "feed_routing_raw.jsonl")
+    runs: list[dict] = []
+    with StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="2g",
+                           work_dir=os.path.join(WORK, "routing-standalone")) as cluster:
+        for r in range(args.rounds):
+            order = ["new", "old"] if r % 2 == 0 else ["old", "new"]
+            for variant in order:
+                for kind in ("throughput", "spark"):
+                    try:
+                        res = (throughput_run(variant, trees[variant], logs) if kind == "throughput" else
+                               spark_run(variant, trees[variant], cluster.master_url, data, logs))
+                    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                        res = {"error": f"{type(exc).__name__}: {exc}"}
+                    res.update(variant=variant, kind=kind, round=r, date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                               load1=os.getloadavg()[0])
+                    print(json.dumps(res), flush=True)
+                    runs.append(res)
+                    with open(raw_path, "a") as f:
+                        f.write(json.dumps(res) + "\n")
+    write_report(runs, args)
+
+
+def _values(runs, variant, kind, key):
+    return [r[key] for r in runs if r["variant"] == variant and r["kind"] == kind and r.get(key)]
+
+
+def write_report(runs: list[dict], args) -> None:
+    lines = [
+        "# The feed's routing: new (every partition to every node) against old (contiguous ranges)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; date "
+        f"{time.strftime('%Y-%m-%d')}; {args.rounds} rounds, the two routings alternating, baseline "
+        f"`{args.baseline}`. Produced by `bench/feed_routing.py` (what each figure is: its docstring).",
+        "",
+        "| figure | old (median) | new (median) | new / old | new runs | old runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, key, label in [("throughput", "tfos_nodes", "rows/s received by the 2 nodes (feed.dataset)"),
+                             ("throughput", "tfos_end_to_end", "rows/s of the whole train() call"),
+                             ("spark", "samples_per_s", "samples/s into model.fit (side_by_side spark)")]:
+        new, old = _values(runs, "new", kind, key), _values(runs, "old", kind, key)
+        if not new or not old:
+            lines.append(f"| {label} | {len(old)} runs | {len(new)} runs | - | | |")
+            continue
+        mn, mo = statistics.median(new), statistics.median(old)
+        lines.append(f"| {label} | {mo:,.0f} | {mn:,.0f} | {mn / mo:.1%} | "
+                     f"{', '.join(f'{v:,.0f}' for v in new)} | {', '.join(f'{v:,.0f}' for v in old)} |")
+    errors = [r for r in runs if r.get("error")]
+    if errors:
+        lines += ["", "Runs that failed:", ""] + [f"- round {r['round']} {r['variant']} {r['kind']}: "
+                                                  f"{r['error'][:300]}" for r in errors]
+    lines += ["", "Raw runs: `bench/results/feed_routing_raw.jsonl`."]
+    with open(os.path.join(RESULTS, "feed_routing.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -47,9 +47,16 @@ def baseline_tree(rev: str) -> str:
     return path
 
 
-def run(cmd: list[str], pythonpath: str, timeout: float, log: str) -> None:
+# Variants besides "new" and "old": the new routing with other settings (label: environment).
+VARIANTS = {
+    # the node buffer the old routing had for DataFrames: 16 messages of up to 10,000 rows (Arrow batches)
+    "new_q160": {"TFOS_FEED_QUEUE_CHUNKS": "160"},
+}
+
+
+def run(cmd: list[str], pythonpath: str, timeout: float, log: str, extra: dict | None = None) -> None:
     env = dict(os.environ, PYTHONPATH=pythonpath, TFOS_BENCH_EXECUTOR_PYTHONPATH=pythonpath,
-               TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+               TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", **(extra or {}))
     env.pop("PYSPARK_PYTHON", None)
     with open(log, "w") as f:
         subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
@@ -60,7 +67,7 @@ def throughput_run(variant: str, tree: str, out: str) -> dict:
     if os.path.exists(result):
         os.remove(result)
     run([sys.executable, os.path.join(HERE, "feed_throughput.py"), "--tfos-only", result], tree, 900,
-        os.path.join(out, f"{time.strftime('%H%M%S')}-throughput-{variant}.log"))
+        os.path.join(out, f"{time.strftime('%H%M%S')}-throughput-{variant}.log"), VARIANTS.get(variant))
     with open(result) as f:
         return json.load(f)
 
@@ -71,7 +78,7 @@ def spark_run(variant: str, tree: str, master: str, data: str, out: str) -> dict
         os.remove(result)
     run([sys.executable, side_by_side.DRIVER, "--tool", "tfos", "--scenario", "spark", "--master", master,
          "--data", data, "--epochs", "2", "--result", result], tree, 1500,
-        os.path.join(out, f"{time.strftime('%H%M%S')}-spark-{variant}.log"))
+        os.path.join(out, f"{time.strftime('%H%M%S')}-spark-{variant}.log"), VARIANTS.get(variant))
     with open(result) as f:
         return json.load(f)
 
@@ -80,22 +87,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default="f80db4e~1", help="the git revision whose routing is the baseline")
+    parser.add_argument("--variants", default="new,old", help=f"comma-separated: new, old, {', '.join(VARIANTS)}")
+    parser.add_argument("--kinds", default="throughput,spark", help="comma-separated: throughput, spark")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the raw runs")
     args = parser.parse_args()
+    raw_path = os.path.join(RESULTS, "feed_routing_raw.jsonl")
+    if args.report_only:
+        with open(raw_path) as f:
+            write_report([json.loads(line) for line in f if line.strip()], args)
+        return
     os.makedirs(WORK, exist_ok=True)
     logs = os.path.join(WORK, "logs")
     os.makedirs(logs, exist_ok=True)
-    trees = {"new": ROOT, "old": baseline_tree(args.baseline)}
+    variants = args.variants.split(",")
+    trees = {v: ROOT for v in variants if v != "old"}
+    if "old" in variants:
+        trees["old"] = baseline_tree(args.baseline)
     _tfr, data = side_by_side.make_data()
     from tfos.standalone import StandaloneCluster
 
-    raw_path = os.path.join(RESULTS, "feed_routing_raw.jsonl")
-    runs: list[dict] = []
+    with open(raw_path) if os.path.exists(raw_path) else open(os.devnull) as f:
+        runs: list[dict] = [json.loads(line) for line in f if line.strip()]  # earlier runs stay in the report
     with StandaloneCluster(workers=2, cores_per_worker=1, memory_per_worker="2g",
                            work_dir=os.path.join(WORK, "routing-standalone")) as cluster:
         for r in range(args.rounds):
-            order = ["new", "old"] if r % 2 == 0 else ["old", "new"]
-            for variant in order:
-                for kind in ("throughput", "spark"):
+            shift = r % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                for kind in args.kinds.split(","):
                     try:
                         res = (throughput_run(variant, trees[variant], logs) if kind == "throughput" else
                                spark_run(variant, trees[variant], cluster.master_url, data, logs))
@@ -110,6 +128,12 @@ def main() -> None:
     write_report(runs, args)
 
 
+FIGURES = [("throughput", "tfos_nodes", "rows/s received by the 2 nodes (feed.dataset)"),
+           ("throughput", "tfos_end_to_end", "rows/s of the whole train() call"),
+           ("spark", "samples_per_s", "samples/s into model.fit (side_by_side spark)"),
+           ("spark", "all_done_s", "seconds from run() to every node's fit done (side_by_side spark)")]
+
+
 def _values(runs, variant, kind, key):
     return [r[key] for r in runs if r["variant"] == variant and r["kind"] == kind and r.get(key)]
 
@@ -119,22 +143,21 @@ def write_report(runs: list[dict], args) -> None:
         "# The feed's routing: new (every partition to every node) against old (contiguous ranges)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; date "
-        f"{time.strftime('%Y-%m-%d')}; {args.rounds} rounds, the two routings alternating, baseline "
-        f"`{args.baseline}`. Produced by `bench/feed_routing.py` (what each figure is: its docstring).",
+        f"{time.strftime('%Y-%m-%d')}; rounds of every variant in turn, baseline `{args.baseline}`. Produced by "
+        "`bench/feed_routing.py` (what each figure is: its docstring).",
         "",
         "| figure | old (median) | new (median) | new / old | new runs | old runs |",
         "|---|---|---|---|---|---|",
     ]
-    for kind, key, label in [("throughput", "tfos_nodes", "rows/s received by the 2 nodes (feed.dataset)"),
-                             ("throughput", "tfos_end_to_end", "rows/s of the whole train() call"),
-                             ("spark", "samples_per_s", "samples/s into model.fit (side_by_side spark)")]:
-        new, old = _values(runs, "new", kind, key), _values(runs, "old", kind, key)
-        if not new or not old:
-            lines.append(f"| {label} | {len(old)} runs | {len(new)} runs | - | | |")
-            continue
-        mn, mo = statistics.median(new), statistics.median(old)
-        lines.append(f"| {label} | {mo:,.0f} | {mn:,.0f} | {mn / mo:.1%} | "
-                     f"{', '.join(f'{v:,.0f}' for v in new)} | {', '.join(f'{v:,.0f}' for v in old)} |")
+    for variant in ["new", *VARIANTS]:
+        for kind, key, label in FIGURES:
+            new, old = _values(runs, variant, kind, key), _values(runs, "old", kind, key)
+            if not new or not old:
+                continue
+            mn, mo = statistics.median(new), statistics.median(old)
+            lines.append(f"| {label}{'' if variant == 'new' else f' ({variant})'} | {mo:,.0f} | {mn:,.0f} | "
+                         f"{mn / mo:.1%} | {', '.join(f'{v:,.0f}' for v in new)} | "
+                         f"{', '.join(f'{v:,.0f}' for v in old)} |")
     errors = [r for r in runs if r.get("error")]
     if errors:
         lines += ["", "Runs that failed:", ""] + [f"- round {r['round']} {r['variant']} {r['kind']}: "

@@ -79,6 +79,7 @@ class _Link:
 
     def __init__(self, node: int, target: FeedTarget) -> None:
         self.node = node
+        self.timeout = target.timeout
         self.address = target.addresses[node]
         self.rows = 0
         self.verdict: str | None = None
@@ -100,6 +101,9 @@ class _Link:
         except (OSError, p.ChannelClosed) as exc:
             self.close()
             raise self._gone(exc) from None
+        except BaseException:
+            self.close()
+            raise
         self.sock.settimeout(TICK)
 
     def _gone(self, exc: BaseException) -> FeedError:
@@ -107,7 +111,12 @@ class _Link:
                          f"{exc}. The driver's error names the node's failure, if it failed.")
 
     def _read_answer(self) -> None:
-        kind, payload = p.recv_frame(self.sock)
+        """Reads the node's answer (call once the socket is readable, or before it ticks): a whole frame."""
+        self.sock.settimeout(self.timeout)
+        try:
+            kind, payload = p.recv_frame(self.sock)
+        finally:
+            self.sock.settimeout(TICK)
         self._answered = kind != p.ACK or self._answered
         if kind == p.STOP:
             self.verdict = "stopped"
@@ -150,14 +159,12 @@ class _Link:
             return self.verdict or "ok"
         try:
             if not self._answered:
-                p.send_frame(self.sock, p.END)
+                self._write(p.frame_header(p.END, 0), blocked)
                 since = time.monotonic()
-                while True:
-                    try:
-                        self._read_answer()
-                        break
-                    except TimeoutError:
-                        blocked(self, time.monotonic() - since)
+                # The node answers once it has queued every row sent: wait (checking for a stall) until it does.
+                while not select.select([self.sock], [], [], TICK)[0]:
+                    blocked(self, time.monotonic() - since)
+                self._read_answer()
         except (OSError, p.ChannelClosed) as exc:
             raise self._gone(exc) from None
         finally:

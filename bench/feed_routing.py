@@ -6,7 +6,8 @@ deadlocks when partitions outnumber the task slots and outgrow a node's queue; o
 partitions, as many task slots as partitions per round) it does not, so both can be timed. The baseline is the
 tfos of ``--baseline`` (default: the commit before the new routing) checked out with ``git worktree`` and put
 first on ``PYTHONPATH`` for the driver and, through ``spark.executorEnv.PYTHONPATH``, for the executors and their
-TF processes. Each round runs both, in alternating order:
+TF processes. The new routing runs from a worktree of ``--new`` (default: HEAD) in the same way. Each round runs
+every variant, the order rotating from round to round:
 
 - ``bench/feed_throughput.py --tfos-only``: a cached DataFrame of 60,000 rows x 784 float32 in 4 partitions fed
   twice into 2 nodes reading ``feed.dataset()`` on ``local-cluster[2,1,2048]``: the nodes' receive rate and the
@@ -41,7 +42,7 @@ RESULTS = os.path.join(HERE, "results")
 
 def baseline_tree(rev: str) -> str:
     """A worktree of ``rev`` (made once); returns its path."""
-    path = os.path.join(WORK, f"baseline-{rev.replace('/', '_').replace('~', '-')}")
+    path = os.path.join(WORK, f"tree-{rev.replace('/', '_').replace('~', '-')}")
     if not os.path.exists(os.path.join(path, "tfos")):
         subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", path, rev], check=True, timeout=120)
     return path
@@ -87,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default="f80db4e~1", help="the git revision whose routing is the baseline")
+    parser.add_argument("--new", default="HEAD", help="the git revision measured as new (checked out like the "
+                        "baseline, so that edits to the working tree during the run do not change it)")
     parser.add_argument("--variants", default="new,old", help=f"comma-separated: new, old, {', '.join(VARIANTS)}")
     parser.add_argument("--kinds", default="throughput,spark", help="comma-separated: throughput, spark")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the raw runs")
@@ -100,7 +103,9 @@ def main() -> None:
     logs = os.path.join(WORK, "logs")
     os.makedirs(logs, exist_ok=True)
     variants = args.variants.split(",")
-    trees = {v: ROOT for v in variants if v != "old"}
+    new_rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.new], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    trees = {v: baseline_tree(new_rev) for v in variants if v != "old"}
     if "old" in variants:
         trees["old"] = baseline_tree(args.baseline)
     _tfr, data = side_by_side.make_data()

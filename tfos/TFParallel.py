@@ -43,7 +43,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from . import _spark
+from . import _keras, _spark
 from ._pickle import dumps_for_nodes
 from ._node import ERROR_FILE_ENV
 from ._node.gpus import GpuClaim, claim_gpus, visible_devices
@@ -109,8 +109,7 @@ def instance_env(base: dict, legacy_keras: bool, gpus: str | None, sys_path: tup
     ``extra`` holds what the GPU choice adds (``CUDA_DEVICE_ORDER``, see :class:`tfos._node.gpus.GpuClaim`).
     """
     env = {k: v for k, v in base.items() if k != "TF_CONFIG"}
-    if legacy_keras:
-        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env["TF_USE_LEGACY_KERAS"] = "1" if legacy_keras else "0"  # one Keras in the instance (tfos._keras)
     env.update(extra or {})
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
@@ -292,7 +291,8 @@ def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None
                            "level and pass what it needs through tf_args."),
         args=dumps_for_nodes(tf_args, "tf_args", ""),
         num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=_spark.default_fs(sc),
-        working_dir=os.getcwd(), legacy_keras=config.legacy_keras, stop_grace_secs=config.stop_grace_secs,
+        working_dir=os.getcwd(), legacy_keras=_keras.choose(config.legacy_keras, map_fn) == _keras.TF_KERAS,
+        stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
     )

@@ -67,6 +67,25 @@ def choose(setting: str, fn: Any = None, source: str | None = None) -> str:
     return KERAS3 if KERAS3 in found else TF_KERAS
 
 
+SCRIPT_KIND = "tfos-script"  # tf_args of ``python -m tfos run``: the script travels as source (see tfos.cli)
+
+
+def script_source(tf_args: Any) -> str | None:
+    """The Python source ``python -m tfos run`` ships as ``tf_args`` (a module's source, read here), else None."""
+    if not isinstance(tf_args, dict) or tf_args.get("kind") != SCRIPT_KIND:
+        return None
+    if tf_args.get("source") or not tf_args.get("module"):
+        return tf_args.get("source") or ""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(tf_args["module"])
+        with open(spec.origin, encoding="utf-8", errors="replace") as f:
+            return f.read(1_000_000)
+    except (ImportError, ValueError, AttributeError, TypeError, OSError):
+        return ""
+
+
 def references(fn: Any, depth: int = 0, seen: set | None = None) -> dict[str, str]:
     """``{KERAS3: what, TF_KERAS: what}``: the Keras flavours ``fn`` imports or refers to, each with an example."""
     seen = set() if seen is None else seen

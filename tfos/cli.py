@@ -48,6 +48,8 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
+from ._keras import SCRIPT_KIND
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ScriptExit", "main", "parse_args"]
@@ -268,12 +270,15 @@ def cluster_settings(args: argparse.Namespace, payload: dict | None = None,
     With ``TFOS_PREIMPORT=auto`` the script's source decides what is pre-imported (a script that imports TensorFlow
     has it imported while the cluster is reserved; see :mod:`tfos._preimport`).
     """
+    from ._keras import TF_KERAS, choose, script_source
     from ._preimport import script_modules
+    from .config import from_env
 
     environ = os.environ if environ is None else environ
     settings = {} if args.progress is None else {"progress": args.progress}
-    if payload is not None and environ.get("TFOS_PREIMPORT", "").strip().lower() == "auto":
-        legacy = environ.get("TFOS_LEGACY_KERAS", "1").strip().lower() not in ("0", "false", "no", "off", "")
+    config = from_env(environ)
+    if payload is not None and config.preimport == "auto":
+        legacy = choose(config.legacy_keras, source=script_source(payload)) == TF_KERAS
         settings["preimport"] = ",".join(script_modules(payload["source"], payload["module"], legacy)) or "off"
     return settings
 
@@ -282,7 +287,7 @@ def _payload(args: argparse.Namespace) -> dict:
     from .errors import ConfigError
 
     if args.module:
-        return {"path": "", "source": "", "module": args.module, "argv": list(args.script_args)}
+        return {"kind": SCRIPT_KIND, "path": "", "source": "", "module": args.module, "argv": list(args.script_args)}
     path = os.path.abspath(args.script)
     try:
         with open(path, encoding="utf-8") as f:
@@ -294,7 +299,7 @@ def _payload(args: argparse.Namespace) -> dict:
         compile(source, path, "exec")
     except SyntaxError as exc:
         raise ConfigError(f"the script {args.script} does not compile: {exc}") from None
-    return {"path": path, "source": source, "module": None, "argv": list(args.script_args)}
+    return {"kind": SCRIPT_KIND, "path": path, "source": source, "module": None, "argv": list(args.script_args)}
 
 
 def _spark_session(args: argparse.Namespace, name: str):

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _attempt, _pickle, _spark
+from . import _attempt, _keras, _pickle, _spark
 from ._attempt import Attempt
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
@@ -642,6 +642,7 @@ def run(
     except Exception as exc:
         raise ConfigError(f"tf_args cannot be pickled ({type(exc).__name__}: {exc})") from exc
 
+    legacy = _keras.choose(config.legacy_keras, map_fun, _keras.script_source(tf_args)) == _keras.TF_KERAS
     spark_nodes = num_executors - (num_ps if driver_ps_nodes else 0)
     slots = _spark.check_placement(sc, spark_nodes, config.slot_wait_timeout)
     host = config.control_host or _spark.conf(sc, "spark.driver.host") or local_address_towards("8.8.8.8:53")
@@ -650,13 +651,13 @@ def run(
         cluster_id=cluster_id, control_address="", secret="", template=template,
         fn=fn_bytes, args=args_bytes, default_fs=_spark.default_fs(sc), working_dir=os.getcwd(),
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
-        legacy_keras=config.legacy_keras,
+        legacy_keras=legacy,
         heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs, gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
         extra_env=s3a_env(_spark.hadoop_conf(sc, S3A_SETTINGS)),
         backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
-        preimport=modules_for(config.preimport, map_fun, config.legacy_keras),
+        preimport=modules_for(config.preimport, map_fun, legacy),
         feed_queue_chunks=config.feed_queue_chunks,
     )
     driver_ps = num_ps if driver_ps_nodes else 0

@@ -11,7 +11,10 @@ slot_wait_timeout              TFOS_SLOT_WAIT_TIMEOUT      60         seconds to
 heartbeat_interval             TFOS_HEARTBEAT_INTERVAL     1.0        seconds between a node's heartbeats
 node_lost_timeout              TFOS_NODE_LOST_TIMEOUT      30         seconds without a heartbeat before a node is lost
 stop_grace_secs                TFOS_STOP_GRACE_SECS        10         seconds between SIGTERM and SIGKILL of a TF process
-legacy_keras                   TFOS_LEGACY_KERAS           1          set TF_USE_LEGACY_KERAS=1 in the TF process
+legacy_keras                   TFOS_LEGACY_KERAS           auto       which Keras the TF process gets: auto (Keras 3 if
+                                                                      main_fun imports keras or uses Keras 3 objects,
+                                                                      else tf-keras 2), 1 (tf-keras 2: sets
+                                                                      TF_USE_LEGACY_KERAS=1), 0 (Keras 3); see tfos._keras
 control_host                   TFOS_CONTROL_HOST           (driver)   address the driver's control server binds to
 log_tail_lines                 TFOS_LOG_TAIL_LINES         100        lines of a TF process's output kept for reports
 feed_chunk_rows                TFOS_FEED_CHUNK_ROWS        1024       rows a feeding task sends a node per message
@@ -67,7 +70,7 @@ class Settings:
     heartbeat_interval: float = 1.0
     node_lost_timeout: float = 30.0
     stop_grace_secs: float = 10.0
-    legacy_keras: bool = True
+    legacy_keras: str = "auto"
     control_host: str = ""
     log_tail_lines: int = 100
     feed_chunk_rows: int = 1024
@@ -86,6 +89,9 @@ class Settings:
     control_tls_key: str = ""
 
     def __post_init__(self) -> None:
+        from ._keras import normalize
+
+        object.__setattr__(self, "legacy_keras", normalize(self.legacy_keras))
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

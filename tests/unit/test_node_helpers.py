@@ -57,7 +57,7 @@ def test_child_env_is_a_new_dict_with_tf_settings():
     assert base == {"PATH": "/bin", "PYTHONPATH": "/user/lib"}
     no_legacy = child_env({}, LaunchSpec("id", "h:1", "s", {}, b"", b"", legacy_keras=False),
                           NodePlace(0, "h"), "{}", "/e", "worker", 0)
-    assert "TF_USE_LEGACY_KERAS" not in no_legacy and "CUDA_VISIBLE_DEVICES" not in no_legacy
+    assert no_legacy["TF_USE_LEGACY_KERAS"] == "0" and "CUDA_VISIBLE_DEVICES" not in no_legacy  # Keras 3: said so
     assert env["TF_GRPC_DEFAULT_OPTIONS"] == "grpc.initial_reconnect_backoff_ms=100"
 
 

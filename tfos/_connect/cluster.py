@@ -24,6 +24,7 @@ import secrets
 import time
 from typing import Any, Callable, Sequence
 
+from .. import _keras
 from .._node.supervisor import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
 from .._preimport import modules_for
@@ -361,16 +362,17 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
     fn_bytes = _pickle(map_fun, "main_fun", " It must not capture the SparkSession, open files, locks "
                        "or sockets. Define it at module level and pass what it needs through args.")
     args_bytes = _pickle(tf_args, "tf_args", "")
+    legacy = _keras.choose(config.legacy_keras, map_fun, _keras.script_source(tf_args)) == _keras.TF_KERAS
     connect.check_placement(spark, num_executors, config.slot_wait_timeout)
     spec = LaunchSpec(
         cluster_id=secrets.token_hex(8), control_address="", secret=secrets.token_hex(32), template=template,
         fn=fn_bytes, args=args_bytes, default_fs=connect.default_fs(spark), working_dir=os.getcwd(),
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
-        legacy_keras=config.legacy_keras, heartbeat_interval=config.heartbeat_interval,
+        legacy_keras=legacy, heartbeat_interval=config.heartbeat_interval,
         reservation_timeout=config.reservation_timeout, stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
         gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
-        preimport=modules_for(config.preimport, map_fun, config.legacy_keras),
+        preimport=modules_for(config.preimport, map_fun, legacy),
         feed_queue_chunks=config.feed_queue_chunks,
     )
     cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout)

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import TFParallel as tfp
+from .. import _keras
 from .._pickle import dumps_for_nodes
 from .._spark import bind
 from ..config import from_env
@@ -54,7 +55,8 @@ def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: i
                            "module level and pass what it needs through tf_args."),
         args=dumps_for_nodes(tf_args, "tf_args", ""),
         num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=connect.default_fs(spark),
-        working_dir=os.getcwd(), legacy_keras=config.legacy_keras, stop_grace_secs=config.stop_grace_secs,
+        working_dir=os.getcwd(), legacy_keras=_keras.choose(config.legacy_keras, map_fn) == _keras.TF_KERAS,
+        stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
     )

@@ -163,6 +163,12 @@ def main() -> int:
             sys.path[:0] = [p for p in payload["sys_path"] if p not in sys.path]
         if payload.get("chdir"):
             os.chdir(payload["chdir"])
+        if payload.get("keras3"):
+            # Keras 3 (tfos._keras chose it): repaired for MultiWorkerMirroredStrategy before main_fun loads, since
+            # main_fun's Keras classes may arrive by reference and import Keras as they are unpickled.
+            from . import keras3
+
+            keras3.install()
         fn = _load(cloudpickle, payload["fn"], "main_fun")
         args = _load(cloudpickle, payload["args"], "tf_args")
         ctx = _build_context(payload["ctx"], payload.get("tmp_fd"), payload.get("feed_fd"), payload.get("secret"),

@@ -55,7 +55,7 @@ class LaunchSpec:
     tensorboard: bool = False
     input_mode: int = 0
     release_port: bool = True
-    legacy_keras: bool = True
+    legacy_keras: bool = True  # tf-keras 2 in the TF process (TF_USE_LEGACY_KERAS=1); False: Keras 3 (tfos._keras)
     heartbeat_interval: float = 1.0
     reservation_timeout: float = 600.0
     stop_grace_secs: float = 10.0
@@ -132,8 +132,7 @@ def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_co
     env = dict(base)
     env.update(spec.extra_env)
     env["TF_CONFIG"] = tf_config
-    if spec.legacy_keras:
-        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env["TF_USE_LEGACY_KERAS"] = "1" if spec.legacy_keras else "0"  # one Keras in the node: the one chosen
     if place.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = place.gpus
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*place.sys_path, env.get("PYTHONPATH", "")) if p)
@@ -418,7 +417,7 @@ def _run_child(node: _Node, client, cluster_spec, summary, on_started, board, pr
         "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "ctx": ctx_fields,
         "sys_path": list(place.sys_path), "tmp_fd": None if spec.release_port else node.sock.fileno(),
         "feed_fd": feed_fd, "secret": spec.secret if feed_fd is not None else None,
-        "feed_queue_chunks": spec.feed_queue_chunks,
+        "feed_queue_chunks": spec.feed_queue_chunks, "keras3": not spec.legacy_keras,
         "env": {"TF_CONFIG": tf_config},
     }
     if node.proc is None:

@@ -147,9 +147,9 @@ def test_a_task_waiting_its_turn_on_a_node_that_takes_rows_is_not_a_stall(server
     feeder = _Feeder(tgt, 0)
     try:
         feeder._blocked(feeder.links[0], 30.0)  # blocked for long, but the node takes rows (from other tasks)
-        assert feeder._next_check > time.monotonic()  # it looks again once the node could have been idle long
+        assert feeder._next_check[0] > time.monotonic()  # it looks again once the node could have been idle long
         time.sleep(1.1)
-        feeder._next_check = 0.0
+        feeder._next_check.clear()
         with pytest.raises(_Stalled, match="took no rows"):
             feeder._blocked(feeder.links[0], 30.0)
     finally:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import queue
 import select
+import threading
 import time
 from typing import Iterable, Iterator, Sequence
 
@@ -176,6 +178,55 @@ class _Link:
             self.sock.close()
 
 
+class _Sender(threading.Thread):
+    """Writes one link's frames, handed over one at a time, so that a task writes to all its nodes at once.
+
+    The task deals frames in plan order and waits while the node's previous frame is still being written: one
+    frame in hand per node, which keeps the routing's order (see ``tfos._feed.plan``) and bounds memory.
+    Whatever the link raises (a stall, a node gone) is raised again in the task by :meth:`put` or :meth:`join`.
+    """
+
+    def __init__(self, link: _Link, blocked) -> None:
+        super().__init__(name=f"tfos-feed-send-{link.node}", daemon=True)
+        self.link, self.blocked = link, blocked
+        self.error: BaseException | None = None
+        self.outcome = "ok"
+        self._slot: queue.Queue = queue.Queue(maxsize=1)
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self._slot.get()
+                if item is None:
+                    self.outcome = self.link.finish(self.blocked)
+                    return
+                self.link.send(*item, self.blocked)
+        except BaseException as exc:  # noqa: BLE001 - handed to the task's thread
+            self.error = exc
+
+    def put(self, item) -> None:
+        """Hands over ``(kind, payload, rows)``, or None to end; waits while the previous frame is unwritten."""
+        while True:
+            self._check()
+            try:
+                self._slot.put(item, timeout=TICK)
+                return
+            except queue.Full:
+                if not self.is_alive():
+                    self._check()
+                    raise FeedError(f"the feed connection to {self.link.address} ended unexpectedly")
+
+    def result(self) -> str:
+        while self.is_alive():
+            self.join(TICK)
+        self._check()
+        return self.outcome
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class _Feeder:
     """Sends one partition's frames (see ``FeedPlan.frames``) over one connection per node it feeds."""
 
@@ -183,22 +234,28 @@ class _Feeder:
         self.target = target
         self.partition = partition
         self.links: dict[int, _Link] = {}
-        self._next_check = 0.0
+        self._senders: dict[int, _Sender] = {}
+        self._next_check: dict[int, float] = {}
         try:
             for node in target.plan.nodes_of(partition):
                 self.links[node] = _Link(node, target)
         except BaseException:
             self.close()
             raise
+        for node, link in self.links.items():
+            self._senders[node] = _Sender(link, self._blocked)
+            self._senders[node].start()
 
     def send(self, frame: Frame, payload, kind: bytes) -> None:
-        self.links[frame.node].send(kind, payload, frame.rows, self._blocked)
+        self._senders[frame.node].put((kind, payload, frame.rows))
 
     def all_stopped(self) -> bool:
         return all(link.verdict == "stopped" for link in self.links.values())
 
     def finish(self) -> dict:
-        return {"status": "ok", "links": [link.finish(self._blocked) for link in self.links.values()]}
+        for sender in self._senders.values():
+            sender.put(None)
+        return {"status": "ok", "links": [sender.result() for sender in self._senders.values()]}
 
     def close(self) -> None:
         for link in self.links.values():
@@ -209,11 +266,11 @@ class _Feeder:
         reader is taking rows at all; if it took none for that long, the feed is stalled."""
         limit = self.target.stall_timeout
         now = time.monotonic()
-        if secs < limit or now < self._next_check:
+        if secs < limit or now < self._next_check.get(link.node, 0.0):
             return
         status = node_status(link.address, self.target)
         if status.get("idle_secs", limit) < limit:  # it takes rows, from other tasks: this one waits its turn
-            self._next_check = now + limit - status["idle_secs"]
+            self._next_check[link.node] = now + limit - status["idle_secs"]
             return
         report = stall_report(self.target, link.node, secs, self.partition)
         for address in self.target.addresses:

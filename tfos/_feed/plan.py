@@ -13,8 +13,9 @@ the even parts). A node takes its spill rows only after all of its even rows of 
 back on a spill frame (at most one row per partition and epoch, so memory stays bounded).
 
 **Why this cannot deadlock.** The nodes take their rows in lockstep (a collective step needs every node), each
-node's even rows go through a bounded queue, and a feeding task blocks only while it writes a frame to a node
-whose queue is full. Suppose every running task is blocked and some node ``B`` lacks the rows of the next
+node's even rows go through a bounded queue, and a feeding task blocks only while a node whose queue is full
+still holds its previous frame (the task hands each node's connection one frame at a time, written by a thread
+of its own, so that it writes to all its nodes at once). Suppose every running task is blocked and some node ``B`` lacks the rows of the next
 step. ``B`` pushes back on nothing, so each task has given ``B`` all the frames it dealt before the one it is
 blocked on. Let ``C`` be the last node, in node order, that any task is blocked on: in every task, ``C``'s
 turn in the current round comes at or after the blocking node's, so ``C`` has received no more complete rounds

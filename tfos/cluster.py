@@ -540,8 +540,10 @@ def run(
     process per node whose environment holds, before anything is imported:
 
     - ``TF_CONFIG``: the cluster (evaluator excluded, as TensorFlow wants) and this node's task.
-    - ``TF_USE_LEGACY_KERAS=1`` (unless ``legacy_keras=False`` / ``TFOS_LEGACY_KERAS=0``): ``tf.keras`` is
-      tf-keras 2, which works under MultiWorkerMirroredStrategy ``model.fit``; Keras 3 fails there today.
+    - ``TF_USE_LEGACY_KERAS``: ``1`` (``tf.keras`` is tf-keras 2) or ``0`` (Keras 3, with tfos's repair for
+      MultiWorkerMirroredStrategy, :mod:`tfos._node.keras3`). ``legacy_keras="auto"`` (default) picks Keras 3 when
+      ``map_fun`` imports ``keras`` or uses Keras 3 objects made on the driver, tf-keras otherwise (see
+      :mod:`tfos._keras`); ``1``/``0`` force one.
     - ``CUDA_VISIBLE_DEVICES``: the GPUs Spark assigned to the task, when Spark schedules GPUs; otherwise
       ``gpus_per_node`` (``TFOS_GPUS_PER_NODE``, or ``tf_args.num_gpus``) GPUs of the host that ``nvidia-smi``
       shows free (then least used), never given to two nodes of one host, with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``;
@@ -590,7 +592,7 @@ def run(
         eval_node: make the last node an ``evaluator``.
         release_port: free the reserved TF port before ``map_fun`` starts (False: ``map_fun`` must call
             ``ctx.release_port()`` just before it starts a TF server on ``ctx.port``).
-        **settings: tfos settings (see :mod:`tfos.config`), e.g. ``stop_grace_secs=5``, ``legacy_keras=False``.
+        **settings: tfos settings (see :mod:`tfos.config`), e.g. ``stop_grace_secs=5``, ``legacy_keras=1``.
 
     Returns:
         The running :class:`TFCluster`; call ``shutdown()`` to wait for it.

@@ -31,13 +31,18 @@ def absolute_path(path: str, default_fs: str, working_dir: str, user: str | None
 
     A path with a scheme (``s3://``, ``hdfs://``, ``file://``, ...) is returned unchanged; an absolute path gets
     the default file system's prefix; a relative one is resolved against the user's HDFS home
-    (``/user/<name>``) on HDFS-like file systems, or against ``working_dir`` on the local one.
+    (``/user/<name>``) on HDFS-like file systems, or against ``working_dir`` on the local one. A defaultFS
+    without an authority keeps its ``//``: ``hdfs://`` and ``/foo`` give ``hdfs:///foo``, as TensorFlowOnSpark
+    gives; a trailing slash after an authority or a path is dropped (``file:///`` and ``/foo`` give
+    ``file:///foo``).
     """
     if _SCHEME.match(path):
         return path
-    fs = (default_fs or "file://").rstrip("/")
-    if fs == "file:":
-        fs = "file://"
+    fs = default_fs or "file://"
+    if not fs.endswith("://"):
+        fs = fs.rstrip("/")
+        if fs.endswith(":/") or fs.endswith(":"):  # "file:///" stripped to "file:": the scheme's empty authority
+            fs = fs.rstrip(":/") + "://"
     if path.startswith("/"):
         return fs + path
     if fs.startswith(("hdfs://", "viewfs://")):

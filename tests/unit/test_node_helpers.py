@@ -16,7 +16,20 @@ from tfos.node import TFNodeContext, absolute_path
      ("data/x", "hdfs://nn:8020", "hdfs://nn:8020/user/alice/data/x"),
      ("data/x", "file://", "file:///work/dir/data/x"),
      ("/abs/x", "file://", "file:///abs/x"),
-     ("x", "s3a://bucket", "s3a://bucket/x")],
+     ("x", "s3a://bucket", "s3a://bucket/x"),
+     # TensorFlowOnSpark's TFNode.hdfs_path for every defaultFS form (issue 20: hdfs:// gave hdfs:/foo/bar)
+     ("/foo/bar", "hdfs://", "hdfs:///foo/bar"),
+     ("foo/bar", "hdfs://", "hdfs:///user/alice/foo/bar"),
+     ("/foo/bar", "viewfs://", "viewfs:///foo/bar"),
+     ("foo/bar", "viewfs://", "viewfs:///user/alice/foo/bar"),
+     ("/foo/bar", "viewfs://cluster1", "viewfs://cluster1/foo/bar"),
+     ("foo/bar", "viewfs://cluster1/", "viewfs://cluster1/user/alice/foo/bar"),
+     ("/foo/bar", "hdfs://nn:8020/", "hdfs://nn:8020/foo/bar"),
+     ("/foo/bar", "file:///", "file:///foo/bar"),
+     ("foo/bar", "file:///", "file:///work/dir/foo/bar"),
+     ("hdfs://other:9000/x", "hdfs://", "hdfs://other:9000/x"),
+     ("viewfs://c/x", "file://", "viewfs://c/x"),
+     ("file:///already", "hdfs://nn:8020", "file:///already")],
 )
 def test_absolute_path(path, fs, expected):
     assert absolute_path(path, fs, "/work/dir", user="alice") == expected

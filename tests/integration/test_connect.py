@@ -225,3 +225,52 @@ def test_what_connect_cannot_do_is_refused_with_the_reason(connect):
         cluster.progress()
     cluster.shutdown(timeout=120)
     assert os.environ.get("SPARK_CONNECT_MODE_ENABLED") == "1"  # the client sets it; the fixture removes it
+
+
+def _plaintext_state_call(address, secret):
+    """Calls node 0's state service over a plaintext channel, with the right secret; returns the gRPC code."""
+    import grpc
+
+    from tfos._connect.control import STATE_SERVICE
+    from tfos._control.server import decode, encode
+
+    with grpc.insecure_channel(address) as channel:
+        method = channel.unary_unary(f"/{STATE_SERVICE}/State", request_serializer=encode,
+                                     response_deserializer=decode)
+        try:
+            method({}, timeout=5, metadata=(("authorization", f"Bearer {secret}"),))
+        except grpc.RpcError as exc:
+            return exc.code()
+    return None
+
+
+def test_control_plane_tls_under_connect(connect, tmp_path):
+    # InputMode.SPARK: node 0's detached control server, the feed, progress and shutdown all run over TLS.
+    rows = [([float(i % 7)] * 4, i % 2) for i in range(80)]
+    df = connect.createDataFrame(rows, "x array<float>, label long").repartition(4)
+    cluster = TFCluster.run(connect, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 1}, 2, input_mode=SPARK,
+                            master_node="chief", control_tls=True)
+    try:
+        import grpc
+
+        # A client without TLS gets no connection at all, even holding the secret.
+        assert _plaintext_state_call(cluster.control_address, cluster._config.spec.secret) == \
+            grpc.StatusCode.UNAVAILABLE
+        cluster.train(df, num_epochs=1)
+        assert [p["role"] for p in cluster.progress()] == ["chief:0", "worker:0"]
+    finally:
+        cluster.shutdown(timeout=300)
+    steps = [json.load(open(tmp_path / f"fit{i}.json"))["steps"] for i in range(2)]
+    assert steps[0] == steps[1] > 0
+    # InputMode.TENSORFLOW: node 0 serves TLS from its own task.
+    cluster = TFCluster.run(connect, nodefns.mwms_train, {"out": str(tmp_path)}, 2, control_tls=True)
+    cluster.shutdown(timeout=300)
+    assert [json.load(open(tmp_path / f"steps{i}.json"))["steps"] for i in range(2)] == [10, 10]
+
+
+def test_a_bad_tls_certificate_under_connect_is_a_config_error(connect, tmp_path):
+    bad = tmp_path / "cert.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"control-plane TLS certificate .* is not PEM.*TFOS_CONTROL_TLS_CERT"):
+        TFCluster.run(connect, nodefns.record_ctx, {"out": str(tmp_path)}, 2, control_tls_cert=str(bad),
+                      control_tls_key=str(bad))

@@ -72,6 +72,7 @@ class ConnectCluster:
         self.queues = ["input", "output", "error"]
         self.cluster_info: list[dict] = []
         self.control_address = ""
+        self._control_cert = b""  # node 0's TLS certificate (control_tls), from its row of the node stage
         self.cluster_meta = {
             "id": self.cluster_id, "cluster_template": config.spec.template, "num_executors": num_executors,
             "default_fs": self.defaultFS, "working_dir": self.working_dir, "server_addr": "",
@@ -239,6 +240,7 @@ class ConnectCluster:
         rows = self._rows("The TF cluster failed while starting.")
         state = rows[0].get("state") or {}
         self.control_address = rows[0].get("control", "")
+        self._control_cert = (rows[0].get("control_cert") or "").encode()
         self.cluster_meta["server_addr"] = self.control_address
         self.cluster_info = state.get("nodes", [])
         if state.get("phase") == "failed" or any(r.get("outcome") != "started" for r in rows):
@@ -316,7 +318,8 @@ class ConnectCluster:
         from ..errors import FeedError
         from .._spark import bind
 
-        spec = FinishSpec(self.control_address, self._config.spec.secret, mode, stop_wait=self._stop_wait(), **fields)
+        spec = FinishSpec(self.control_address, self._config.spec.secret, mode, stop_wait=self._stop_wait(),
+                          control_cert=self._control_cert, **fields)
         fn = bind(finish_batches, spec)
         job = connect.background_job(self.spark, lambda: self.spark.range(0, 1, 1, 1).mapInArrow(
             fn, FINISH_SCHEMA).collect(), f"tfos-finish-{secrets.token_hex(4)}", f"tfos: {mode}")
@@ -375,7 +378,8 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         preimport=modules_for(config.preimport, map_fun, legacy),
         feed_queue_chunks=config.feed_queue_chunks,
     )
-    cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout)
+    cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout,
+                        tls=config.control_tls or bool(config.control_tls_cert), tls_material=user_tls_material(config))
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
                 num_executors, template, config)
     from .._spark import bind
@@ -391,6 +395,20 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
     if input_mode == SPARK_MODE:
         cluster._await_start(config.reservation_timeout + 120)
     return cluster
+
+
+def user_tls_material(settings: Settings) -> tuple[bytes, bytes] | None:
+    """The user's certificate and key (TFOS_CONTROL_TLS_CERT/_KEY), read and checked here, on the client: node 0
+    serves them; without them node 0 makes a certificate for its own address (TFOS_CONTROL_TLS=1).
+
+    Raises:
+        ConfigError: a file cannot be read or is not PEM.
+    """
+    if not settings.control_tls_cert:
+        return None
+    from .._control.tls import server_material
+
+    return server_material(settings, "")
 
 
 def stage_failure(text: str) -> NodeFailure:

@@ -14,6 +14,7 @@ With InputMode.TENSORFLOW the host runs in node 0's task; with InputMode.SPARK i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import pickle
@@ -26,6 +27,7 @@ import grpc
 
 from .._control.reservation import Phase, Reservation
 from .._control.server import METHODS, SERVICE, ControlServicer, _SecretInterceptor, decode, encode
+from .._control.tls import self_signed
 from .._node.supervisor import LaunchSpec
 from ..errors import ControlPlaneError, NodeFailure
 
@@ -44,6 +46,9 @@ class ConnectSpec:
     launch: LaunchSpec
     node_lost_timeout: float = 30.0
     hang_timeout: float = 0.0
+    tls: bool = False  # serve the control plane over TLS (TFOS_CONTROL_TLS), as the classic driver does
+    # the user's (certificate, key) PEM (TFOS_CONTROL_TLS_CERT/_KEY); None: node 0 makes one for its address
+    tls_material: tuple[bytes, bytes] | None = dataclasses.field(default=None, repr=False)
 
 
 def state_of(reservation: Reservation) -> dict:
@@ -91,7 +96,13 @@ class ControlHost:
             _handlers(STATE_SERVICE, self, STATE_METHODS),
         ))
         bind_host = f"[{host}]" if ":" in host else host
-        port = self._server.add_insecure_port(f"{bind_host}:0")
+        material = spec.tls_material or (self_signed(host) if spec.tls else None)
+        self.certificate = material[0] if material else b""  # what the nodes and the client's tasks trust
+        if material:
+            port = self._server.add_secure_port(f"{bind_host}:0",
+                                                grpc.ssl_server_credentials([(material[1], material[0])]))
+        else:
+            port = self._server.add_insecure_port(f"{bind_host}:0")
         if not port:
             raise OSError(f"could not bind the tfos control server to {host} on node 0")
         self.address = f"{bind_host}:{port}"
@@ -107,7 +118,8 @@ class ControlHost:
     def start(self) -> str:
         self._server.start()
         threading.Thread(target=self._watch, name="tfos-connect-watch", daemon=True).start()
-        logger.info("tfos control server of cluster %s on node 0 at %s", self.spec.launch.cluster_id, self.address)
+        logger.info("tfos control server of cluster %s on node 0 at %s%s", self.spec.launch.cluster_id, self.address,
+                    " (TLS)" if self.certificate else "")
         return self.address
 
     def stop(self) -> None:
@@ -203,12 +215,14 @@ class StateClient:
         address: node 0's control address.
         secret: the cluster's secret.
         unavailable_timeout: how long to retry while node 0 cannot be reached.
+        root_cert: node 0's TLS certificate (PEM) when it serves TLS; empty: plaintext.
     """
 
-    def __init__(self, address: str, secret: str, unavailable_timeout: float = 30.0) -> None:
+    def __init__(self, address: str, secret: str, unavailable_timeout: float = 30.0, root_cert: bytes = b"") -> None:
         self.address = address
         self.unavailable_timeout = unavailable_timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = (grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert))
+                         if root_cert else grpc.insecure_channel(address))
         self._metadata = (("authorization", f"Bearer {secret}"),)
 
     def close(self) -> None:
@@ -241,8 +255,9 @@ class StateClient:
                 delay = min(2 * delay, 2.0)
 
 
-def launch_detached_host(spec: ConnectSpec, host: str, watch_pid: int | None, timeout: float = 60.0) -> str:
-    """Starts ``python -m tfos._connect.control`` in its own session; returns its control address."""
+def launch_detached_host(spec: ConnectSpec, host: str, watch_pid: int | None, timeout: float = 60.0
+                         ) -> tuple[str, bytes]:
+    """Starts ``python -m tfos._connect.control`` in its own session; returns its address and TLS certificate."""
     import select
     import subprocess
 
@@ -255,12 +270,13 @@ def launch_detached_host(spec: ConnectSpec, host: str, watch_pid: int | None, ti
         raise TimeoutError(f"node 0's detached control server did not start within {timeout:.0f}s")
     line = proc.stdout.readline().decode()
     proc.stdout.close()
-    word, _, address = line.strip().partition(" ")
+    word, _, rest = line.strip().partition(" ")
     if word != "READY":
         code = proc.wait(timeout=10)
         raise RuntimeError(f"node 0's detached control server exited with code {code} before it served; see this "
                            "executor's stderr")
-    return address
+    ready = json.loads(rest)
+    return ready["address"], ready["cert"].encode()
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -277,7 +293,7 @@ def _pid_alive(pid: int | None) -> bool:
 def serve_detached(spec: ConnectSpec, host: str, watch_pid: int | None, out) -> None:
     """Runs a :class:`ControlHost` until it is closed, its cluster ended a while ago, or the executor is gone."""
     control = ControlHost(spec, host)
-    out.write("READY " + control.start() + "\n")
+    out.write("READY " + json.dumps({"address": control.start(), "cert": control.certificate.decode()}) + "\n")
     out.close()
     ended_at = None
     try:

@@ -49,26 +49,27 @@ def _run_task(spec: ConnectSpec, ctx) -> dict:
     partition = ctx.partitionId()
     executor_id, executor_pid = spark_executor()
     summary = {"worker_num": partition, "executor_id": executor_id, "outcome": "failed", "control": ""}
-    control, address, error = None, "", ""
+    control, address, cert, error = None, "", b"", ""
     try:
         infos = ctx.getTaskInfos()
         host = node_host(infos[partition].address, infos[0].address)
         summary["host"] = host
         if partition == 0:
             if spec.launch.input_mode == SPARK_MODE:
-                address = launch_detached_host(spec, host, executor_pid)
+                address, cert = launch_detached_host(spec, host, executor_pid)
             else:
                 control = ControlHost(spec, host)
-                address = control.start()
+                address, cert = control.start(), control.certificate
     except Exception as exc:  # noqa: BLE001 - every task must reach allGather, or the others wait forever
         error = f"{type(exc).__name__}: {exc}"
-    gathered = [json.loads(m) for m in ctx.allGather(json.dumps({"control": address, "error": error}))]
+    message = json.dumps({"control": address, "cert": cert.decode(), "error": error})
+    gathered = [json.loads(m) for m in ctx.allGather(message)]
     errors = {n: m["error"] for n, m in enumerate(gathered) if m["error"]}
-    address = gathered[0]["control"]
-    summary["control"] = address
+    address, cert = gathered[0]["control"], gathered[0]["cert"].encode()  # node 0's certificate is public
+    summary["control"], summary["control_cert"] = address, gathered[0]["cert"]
     if errors:
-        return _not_started(spec, control, address, partition, errors, summary)
-    launch = dataclasses.replace(spec.launch, control_address=address)
+        return _not_started(spec, control, address, partition, errors, summary, cert)
+    launch = dataclasses.replace(spec.launch, control_address=address, control_cert=cert)
     place = NodePlace(
         worker_num=partition, host=host, executor_id=executor_id, attempt=ctx.attemptNumber(),
         sys_path=tuple(p for p in sys.path if p), watch_pid=executor_pid,
@@ -86,7 +87,7 @@ def _assigned_gpus(ctx) -> list[str] | None:
 
 
 def _not_started(spec: ConnectSpec, control: ControlHost | None, address: str, partition: int,
-                 errors: dict[int, str], summary: dict) -> dict:
+                 errors: dict[int, str], summary: dict, cert: bytes = b"") -> dict:
     """Some task could not prepare its node (or node 0 its control server): no node starts."""
     summary["outcome"] = "aborted"
     if partition != 0:
@@ -94,7 +95,7 @@ def _not_started(spec: ConnectSpec, control: ControlHost | None, address: str, p
     if control is not None:
         control.stop()
     elif address:  # a detached control server: close it
-        with StateClient(address, spec.launch.secret, unavailable_timeout=5) as client:
+        with StateClient(address, spec.launch.secret, unavailable_timeout=5, root_cert=cert) as client:
             client.call("Close")
     failures = [NodeFailure(n, host="", time=time.time(), message=(
         f"node {n} could not prepare: {text}" + (" (node 0 hosts the TF cluster's control server under Spark "
@@ -115,7 +116,8 @@ def _start_node(launch, place: NodePlace) -> dict:
         failure = NodeFailure(place.worker_num, "", place.host, place.executor_id, time.time(),
                               message=f"the node's supervisor did not start: {type(exc).__name__}: {exc}")
         try:
-            with ControlClient(launch.control_address, launch.secret, unavailable_timeout=10) as client:
+            with ControlClient(launch.control_address, launch.secret, unavailable_timeout=10,
+                               root_cert=launch.control_cert) as client:
                 client.report_exit(place.worker_num, failure)
         except Exception:  # noqa: BLE001 - node 0 is gone too; its own row says why
             pass
@@ -130,7 +132,7 @@ def _final_state(control: ControlHost | None, address: str, launch) -> dict:
             return control.state()
         finally:
             control.stop()
-    with StateClient(address, launch.secret) as client:
+    with StateClient(address, launch.secret, root_cert=launch.control_cert) as client:
         return client.call("State")
 
 
@@ -149,13 +151,14 @@ class FinishSpec:
     grace_secs: float = 0.0
     stop_wait: float = 30.0
     reason: str = ""
+    control_cert: bytes = dataclasses.field(default=b"", repr=False)  # node 0's TLS certificate, if it serves TLS
 
 
 def finish_batches(spec: FinishSpec, batches: Iterable) -> Iterator:
     """``mapInArrow`` body of the one-task finish job; yields ``{"state": ..., "timed_out": bool}``."""
     for _ in batches:
         pass
-    with StateClient(spec.control, spec.secret) as client:
+    with StateClient(spec.control, spec.secret, root_cert=spec.control_cert) as client:
         yield _row(_finish(spec, client))
 
 

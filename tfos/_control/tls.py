@@ -33,8 +33,8 @@ def self_signed(host: str) -> tuple[bytes, bytes]:
         from cryptography.x509.oid import NameOID
     except ImportError:
         raise ConfigError(
-            "TFOS_CONTROL_TLS=1 makes a certificate with the 'cryptography' package, which is not installed on "
-            "the driver. Install it (pip install 'tfos[tls]' or pip install cryptography), or give your own "
+            "TFOS_CONTROL_TLS=1 makes a certificate with the 'cryptography' package, which is not installed here "
+            "(on the driver; under Spark Connect, on node 0's executor, which serves the control plane). Install it (pip install 'tfos[tls]' or pip install cryptography), or give your own "
             "certificate with TFOS_CONTROL_TLS_CERT and TFOS_CONTROL_TLS_KEY."
         ) from None
     host = host.strip("[]")

@@ -15,6 +15,9 @@ VENV="${TFOS_VENV:-.venv}"
 bash "$ROOT/scripts/setup.sh"
 
 if [[ $# -eq 0 ]]; then
+    # The whole run (what CI does) starts with the static checks configured in pyproject.toml.
+    echo "[test] $VENV/bin/python -m ruff check tfos tests bench"
+    "$VENV/bin/python" -m ruff check tfos tests bench
     set -- -q -rs --durations=15 tests
 fi
 echo "[test] $VENV/bin/python -m pytest $*"

@@ -392,7 +392,7 @@ def _goal_tensorflow(runs):
     line = (f"- InputMode.TENSORFLOW epoch time within 3% of hand-launched MWMS: tfos {tfos_ep:.2f} s vs "
             f"{hand_ep:.2f} s ({tfos_ep / hand_ep:.1%}, medians of all runs): {'met' if ok else 'missed'}.")
     if paired:
-        line += (f" Round by round (the tfos run against the hand-launched run of the same round): "
+        line += (" Round by round (the tfos run against the hand-launched run of the same round): "
                  + ", ".join(f"{p:.0%}" for p in paired) + f"; median {statistics.median(paired):.1%}.")
     pre_ep = _med(runs, "tfos_pre", ("tensorflow",), "epoch_s")
     if pre_ep:

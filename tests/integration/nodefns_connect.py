@@ -6,7 +6,6 @@ import os
 
 def digits_train(args, ctx):
     """MNIST-like: a small CNN on scikit-learn's 8x8 digits, one shard per worker, MultiWorkerMirroredStrategy."""
-    import numpy as np
     import tensorflow as tf
     from sklearn.datasets import load_digits
 

@@ -5,7 +5,6 @@ TensorFlow runs in a subprocess for the interop tests (it reads what we write an
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess

@@ -10,7 +10,7 @@ of ``next_batch(1)`` rows until ``should_stop()``, its CNN under MultiWorkerMirr
 
 Run: ``.venv/bin/python bench/tfos_example_job.py [--runs 1] [--tools tfos,tfos225]``. TensorFlowOnSpark's
 venv is built from PyPI the first time (see ``bench/side_by_side.py``). Writes
-``bench/results/tfos_example_job.md``.
+``bench/results/tfos_example_job.md`` from every run in ``bench/results/tfos_example_job_raw.jsonl`` (appended).
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 
 ROWS, PARTITIONS, BATCH, EPOCHS = 60_000, 10, 64, 1
 HERE = os.path.dirname(os.path.abspath(__file__))
+RAW = os.path.join(HERE, "results", "tfos_example_job_raw.jsonl")  # every run so far; the report shows them all
 
 
 def main_fun(args, ctx):
@@ -32,7 +34,7 @@ def main_fun(args, ctx):
     import numpy as np
     import tensorflow as tf
 
-    if args["tool"] == "tfos":
+    if args["tool"] in ("tfos", "tfos_old"):
         from tfos import TFNode
     else:
         from tensorflowonspark import TFNode
@@ -96,18 +98,20 @@ def _parse(line):
 
 def run_job(tool: str, out: str) -> dict:
     """One run of the job (in the tool's own interpreter); returns its figures."""
-    import cloudpickle
+    from pyspark import cloudpickle  # the copy both tools' Spark uses (TensorFlowOnSpark's venv has no other)
     from pyspark.sql import SparkSession
 
-    if tool == "tfos":
+    if tool in ("tfos", "tfos_old"):
         from tfos import TFCluster
     else:
         from tensorflowonspark import TFCluster
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # the executors run the tool's own interpreter too
     spark = (SparkSession.builder.master("local-cluster[2,1,3072]").appName(f"tfos-example-job-{tool}")
              .config("spark.task.cpus", "1").config("spark.driver.host", "127.0.0.1")
              .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1").getOrCreate())
+             .config("spark.executorEnv.TF_USE_LEGACY_KERAS", "1")
+             .config("spark.executorEnv.PYTHONPATH", os.environ.get("PYTHONPATH", "")).getOrCreate())
     sc = spark.sparkContext
     rdd = sc.parallelize(range(PARTITIONS), PARTITIONS).flatMap(_csv_lines).map(_parse)
     args = {"tool": tool, "out": out, "batch_size": BATCH, "epochs": EPOCHS}
@@ -132,9 +136,14 @@ def run_job(tool: str, out: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--tools", default="tfos,tfos225")
+    parser.add_argument("--tools", default="tfos,tfos225",
+                        help="tfos, tfos225 (TensorFlowOnSpark 2.2.5), tfos_old (tfos before the new routing, "
+                        "checked out from --old-rev; stopped after --old-timeout seconds)")
+    parser.add_argument("--old-rev", default="f80db4e~1")
+    parser.add_argument("--old-timeout", type=float, default=300)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a run is stopped")
-    parser.add_argument("--one", choices=["tfos", "tfos225"], help=argparse.SUPPRESS)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the raw runs")
+    parser.add_argument("--one", choices=["tfos", "tfos225", "tfos_old"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -144,20 +153,30 @@ def main() -> None:
         with open(args.result, "w") as f:
             json.dump(run_job(args.one, out), f)
         return
+    if args.report_only:
+        with open(RAW) as f:
+            write_report([json.loads(line) for line in f if line.strip()])
+        return
     sys.path.insert(0, HERE)
     import side_by_side
 
-    results = []
     for r in range(args.runs):
         for tool in args.tools.split(","):
-            python = sys.executable if tool == "tfos" else side_by_side.tfos225_python()
+            python = sys.executable if tool in ("tfos", "tfos_old") else side_by_side.tfos225_python()
             path = os.path.join(side_by_side.WORK, "example_job.json")
             if os.path.exists(path):
                 os.remove(path)
             env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
             env.pop("PYSPARK_PYTHON", None)
+            timeout = args.timeout
             if tool == "tfos":
                 env["PYTHONPATH"] = os.path.dirname(HERE)
+            elif tool == "tfos_old":
+                sys.path.insert(0, HERE)
+                import feed_routing
+
+                env["PYTHONPATH"] = feed_routing.baseline_tree(args.old_rev)
+                timeout = args.old_timeout
             else:
                 env.pop("PYTHONPATH", None)
             log = os.path.join(side_by_side.WORK, "logs", f"{time.strftime('%H%M%S')}-example-job-{tool}.log")
@@ -165,20 +184,42 @@ def main() -> None:
             wall = time.time()
             with open(log, "w") as f:
                 try:
-                    subprocess.run([python, __file__, "--one", tool, "--result", path], stdout=f,
-                                   stderr=subprocess.STDOUT, env=env, timeout=args.timeout, start_new_session=True)
+                    proc = subprocess.Popen([python, __file__, "--one", tool, "--result", path], stdout=f,
+                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                    proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
-                    pass
-            res = json.load(open(path)) if os.path.exists(path) else {
-                "tool": tool, "error": f"no result within {args.timeout:.0f}s (see {log})"}
+                    os.killpg(proc.pid, signal.SIGKILL)  # its driver, Spark JVM, executors and TF processes
+                    proc.wait(60)
+            try:
+                with open(path) as f:
+                    res = json.load(f)
+            except (OSError, ValueError):
+                res = {"tool": tool, "error": f"no result within {timeout:.0f}s (see {log})"}
             res.update(run=r, wall_s=time.time() - wall, date=time.strftime("%Y-%m-%d %H:%M:%S"), log=log)
             print(json.dumps(res), flush=True)
-            results.append(res)
-    write_report(results)
+            with open(RAW, "a") as f:
+                f.write(json.dumps(res) + "\n")
+    with open(RAW) as f:
+        write_report([json.loads(line) for line in f if line.strip()])
+
+
+def _medians(results: list[dict], names: dict) -> list[str]:
+    import statistics
+
+    lines = []
+    for tool, name in names.items():
+        done = [r["job_s"] for r in results if r["tool"] == tool and r.get("job_s")]
+        failed = [r for r in results if r["tool"] == tool and not r.get("job_s")]
+        if done:
+            lines.append(f"- {name}: median {statistics.median(done):.1f} s over {len(done)} run(s)"
+                         + (f", {len(failed)} run(s) did not finish" if failed else ""))
+        elif failed:
+            lines.append(f"- {name}: did not finish in any of {len(failed)} run(s)")
+    return lines
 
 
 def write_report(results: list[dict]) -> None:
-    names = {"tfos": "tfos", "tfos225": "TensorFlowOnSpark 2.2.5"}
+    names = {"tfos": "tfos", "tfos225": "TensorFlowOnSpark 2.2.5", "tfos_old": "tfos before the new routing"}
     lines = [
         "# TensorFlowOnSpark's Spark-feed example, the job that deadlocked tfos (issue 16)",
         "",
@@ -188,16 +229,19 @@ def write_report(results: list[dict]) -> None:
         "loop (`DataFeed(ctx.mgr, False)`, `next_batch(1)` generator, `steps_per_epoch` at 90%, `terminate()`), "
         f"`cluster.train(rdd, {EPOCHS})`. Produced by `bench/tfos_example_job.py` (the job: its docstring).",
         "",
-        "| tool | run | whole job (run() to shutdown() returned) | train() returned | steps per node | outcome |",
+        *_medians(results, names),
+        "",
+        "| tool | started | whole job (run() to shutdown() returned) | train() returned | steps per node | outcome |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
         outcome = "ok" if not r.get("error") else r["error"].splitlines()[0][:160]
         job = f"{r['job_s']:.1f} s" if r.get("job_s") else f"failed after {r.get('failed_after_s', r['wall_s']):.0f} s"
         train = f"{r['train_returned_s']:.1f} s" if r.get("train_returned_s") else "-"
-        lines.append(f"| {names[r['tool']]} | {r['run'] + 1} | {job} | {train} | {r.get('steps', '-')} | {outcome} |")
-    lines += ["", "Before the new routing, tfos did not finish this job: the feeding tasks waited on node 0 until "
-              "`feed_timeout` (600 s) and Spark retried them (issue 16)."]
+        lines.append(f"| {names[r['tool']]} | {r['date']} | {job} | {train} | {r.get('steps', '-')} | {outcome} |")
+    if not any(r["tool"] == "tfos_old" for r in results):
+        lines += ["", "Before the new routing, tfos did not finish this job: the feeding tasks waited on node 0 "
+                  "until `feed_timeout` (600 s) and Spark retried them (issue 16; `--tools tfos_old` measures it)."]
     path = os.path.join(HERE, "results", "tfos_example_job.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

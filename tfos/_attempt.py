@@ -65,7 +65,7 @@ def launch(sc, base: LaunchSpec, number: int, settings: Settings, host: str, spa
     secret = secrets.token_hex(32)
     shown = advertised_host(host, _spark.conf(sc, "spark.driver.host"))  # never 0.0.0.0
     server = ControlServer(reservation, secret, host, max_workers=max(16, 2 * (spark_nodes + driver_ps) + 4),
-                           log_sink=print_lines if settings.forward_logs else None, advertise_host=shown,
+                           log_sink=print_lines if settings.forward_logs != "0" else None, advertise_host=shown,
                            tls=server_material(settings, shown))
     address = server.start()
     spec = dataclasses.replace(base, control_address=address, secret=secret, attempt=number,

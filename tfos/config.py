@@ -23,7 +23,9 @@ feed_queue_chunks              TFOS_FEED_QUEUE_CHUNKS      16         messages o
                                                                       the feeding tasks wait (its memory bound)
 feed_stall_timeout             TFOS_FEED_STALL_TIMEOUT     60         seconds a feeding task waits on a node whose reader
                                                                       takes no rows before train() fails as stalled
-forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr
+forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr: 1
+                                                                      (without TensorFlow's C++ start-up chatter, see
+                                                                      tfos._node.chatter), all (every line), 0 (none)
 gpus_per_node                  TFOS_GPUS_PER_NODE          1          GPUs a node takes with nvidia-smi when Spark does
                                                                       not schedule GPUs (0: hide GPUs from the node)
 gpu_lock_dir                   TFOS_GPU_LOCK_DIR           (tmp dir)  host directory for the GPU lock and claims files
@@ -76,7 +78,7 @@ class Settings:
     feed_chunk_rows: int = 1024
     feed_queue_chunks: int = 16
     feed_stall_timeout: float = 60.0
-    forward_logs: bool = True
+    forward_logs: str = "1"
     gpus_per_node: int = 1
     gpu_lock_dir: str = ""
     hang_timeout: float = 0.0
@@ -92,6 +94,7 @@ class Settings:
         from ._keras import normalize
 
         object.__setattr__(self, "legacy_keras", normalize(self.legacy_keras))
+        object.__setattr__(self, "forward_logs", _forward_logs(self.forward_logs))
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -136,6 +139,21 @@ class Settings:
                               f"{self.preimport!r} (TFOS_PREIMPORT)")
         if self.log_tail_lines < 1:
             raise ConfigError(f"log_tail_lines must be >= 1, got {self.log_tail_lines}")
+
+
+def _forward_logs(value) -> str:
+    """``forward_logs`` as ``"1"``, ``"0"`` or ``"all"`` (booleans and their usual spellings accepted)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    low = str(value).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return "1"
+    if low in ("0", "false", "no", "off", ""):
+        return "0"
+    if low == "all":
+        return "all"
+    raise ConfigError(f"forward_logs must be 1 (the nodes' output without TensorFlow's C++ start-up chatter), all "
+                      f"(every line) or 0 (none), got {value!r} (TFOS_FORWARD_LOGS)")
 
 
 def _parse(field: dataclasses.Field, raw: str):

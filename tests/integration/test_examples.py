@@ -46,9 +46,17 @@ def spark_submit(master, script, args, cwd, conf=None, env=None):
 
 def test_mnist_tf_through_spark_submit(standalone_cluster, spark_sessions, mnist_data, tmp_path):
     spark_sessions.stop()  # free the cluster's cores for the spark-submit application
-    spark_submit(standalone_cluster.master_url, "mnist_tf.py",
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a newcomer's shell has it
+    output = spark_submit(standalone_cluster.master_url, "mnist_tf.py",
                  ["--cluster_size", "2", "--images_labels", str(mnist_data / "tfr"), "--epochs", "2",
-                  "--model_dir", str(tmp_path / "model"), "--export_dir", str(tmp_path / "export")], tmp_path)
+                  "--model_dir", str(tmp_path / "model"), "--export_dir", str(tmp_path / "export")], tmp_path,
+                          env=env)
+    # The driver shows the nodes' Keras epochs and the accuracy, without TensorFlow's C++ INFO chatter.
+    assert re.search(r"^\[chief:0\] Epoch 2/2$", output, re.MULTILINE), output[-3000:]
+    assert re.search(r"^\[worker:0\] .*accuracy: [0-9.]+", output, re.MULTILINE), output[-3000:]
+    chatter = re.findall(r"^\[(?:chief|worker):\d+\] (?:I\d{4} \d\d:\d\d|.*absl::InitializeLog|.*cuInit).*$",
+                         output, re.MULTILINE)
+    assert not chatter, chatter[:5]
     steps = [json.load(open(tmp_path / "model" / f"steps_{i}.json")) for i in range(2)]
     assert steps[0]["steps"] == steps[1]["steps"] > 0
     assert (tmp_path / "export" / "saved_model.pb").exists()

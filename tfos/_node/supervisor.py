@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from .._control.client import ClusterAborted, ControlClient
 from .._control.reservation import ABORT, STOP, NodeInfo
 from . import ERROR_FILE_ENV, PROGRESS_FILE_ENV
 from .._progress import OutputProgress, last_segment, read_progress_file
+from .chatter import is_chatter
 from .gpus import GpuClaim, claim_gpus
 from .tf_config import role_of, tf_config_json
 
@@ -61,6 +63,7 @@ class LaunchSpec:
     stop_grace_secs: float = 10.0
     log_tail_lines: int = 100
     forward_logs: bool = True
+    forward_all: bool = False  # forward TensorFlow's C++ INFO chatter too (forward_logs=all)
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # may hold credentials
     gpus_per_node: int = 1  # without Spark GPU scheduling (see gpus.claim_gpus)
     gpu_lock_dir: str = ""
@@ -161,12 +164,13 @@ class _OutputPump(threading.Thread):
     a terminal would show it (after its last carriage return).
     """
 
-    def __init__(self, stream, prefix: str, keep: int, forward: bool = False, sink=None) -> None:
+    def __init__(self, stream, prefix: str, keep: int, forward: bool = False, sink=None, skip=None) -> None:
         super().__init__(name=f"tfos-output-{prefix}", daemon=True)
         self.stream = stream
         self.prefix = prefix
         self.tail: collections.deque[str] = collections.deque(maxlen=keep)
         self.forward = forward
+        self.skip = skip  # lines not forwarded to the driver (they still reach the executor log and the tail)
         self.unsent: collections.deque[str] = collections.deque(maxlen=FORWARD_BUFFER)
         self.dropped = 0
         self.sink = sink or sys.stderr
@@ -202,7 +206,7 @@ class _OutputPump(threading.Thread):
         self.progress.saw(raw, complete=True)
         line = last_segment(raw) if "\r" in raw or "\b" in raw else raw.rstrip("\n")
         self.tail.append(line)
-        if self.forward:
+        if self.forward and not (self.skip and self.skip(line)):
             if len(self.unsent) == FORWARD_BUFFER:
                 self.dropped += 1
             self.unsent.append(line)
@@ -361,7 +365,12 @@ class _Node:
             command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             pass_fds=keep, start_new_session=True, cwd=os.getcwd(),
         )
-        self.pump = _OutputPump(self.proc.stdout, self.role, self.spec.log_tail_lines, forward=self.spec.forward_logs)
+        # Everything the TF process prints reaches the executor log; the driver gets it without TensorFlow's C++
+        # start-up chatter (tfos._node.chatter) unless forward_logs=all or the user set TF_CPP_MIN_LOG_LEVEL.
+        everything = self.spec.forward_all or "TF_CPP_MIN_LOG_LEVEL" in os.environ
+        cpu_only = env.get("CUDA_VISIBLE_DEVICES") == "" or shutil.which("nvidia-smi") is None
+        self.pump = _OutputPump(self.proc.stdout, self.role, self.spec.log_tail_lines, forward=self.spec.forward_logs,
+                                skip=None if everything else functools.partial(is_chatter, cpu_only=cpu_only))
         self.pump.start()
 
     def close(self) -> None:

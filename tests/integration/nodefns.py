@@ -16,6 +16,13 @@ def record_ctx(args, ctx):
     }
     with open(os.path.join(args["out"], f"node{ctx.worker_num}.json"), "w") as f:
         json.dump(info, f)
+    if ctx.job_name == "chief" and args.get("chief_waits_for"):
+        # Beside a ps, workers are service nodes that the driver stops once the chief returns: when the test
+        # needs their files, the chief returns only after every node wrote its own (as a real chief needs them).
+        names = [f"node{i}.json" for i in range(args["chief_waits_for"])]
+        deadline = time.time() + 60
+        while not all(os.path.exists(os.path.join(args["out"], n)) for n in names) and time.time() < deadline:
+            time.sleep(0.05)
     if ctx.job_name in ("ps", "evaluator") or args.get("block_all_service"):
         time.sleep(3600)  # like server.join(): runs until the driver stops it
 

@@ -51,7 +51,8 @@ def test_chief_and_evaluator(spark_local_cluster, tmp_path):
 
 
 def test_ps_nodes_on_the_driver(spark_local_cluster, tmp_path):
-    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.record_ctx, {"out": str(tmp_path)}, 3,
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, nodefns.record_ctx,
+                            {"out": str(tmp_path), "chief_waits_for": 3}, 3,
                             num_ps=1, master_node="chief", driver_ps_nodes=True, stop_grace_secs=2)
     cluster.shutdown(timeout=120)
     ps, chief, worker = nodes(tmp_path, 3)

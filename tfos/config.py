@@ -60,6 +60,8 @@ from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Settings", "from_env"]
+
 _ENV_PREFIX = "TFOS_"
 
 

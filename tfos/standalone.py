@@ -34,6 +34,8 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["StandaloneCluster", "main"]
+
 _LOG_TAIL_LINES = 30
 # Master and workers do little work: C1-only JIT and the serial GC halve their start-up CPU time.
 _DAEMON_JAVA_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"

@@ -1,6 +1,6 @@
 """``TFParallel.run`` for a Spark Connect session: the same instances, started by a DataFrame stage.
 
-The instance tasks are :func:`tfos.TFParallel.instance_task`, run through ``mapInArrow`` (with
+The instance tasks are :func:`tfos._node.instance.instance_task`, run through ``mapInArrow`` (with
 ``barrier=use_barrier``) instead of an RDD; each task's report (return value or failure) travels back pickled
 in one binary column.
 """
@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from .. import TFParallel as tfp
 from .. import _keras
+from .._node.instance import DEFAULT_TIMEOUT, InstanceSpec, ReturnsResult, instance_task
 from .._pickle import dumps_for_nodes
 from .._spark import bind
 from ..config import from_env
@@ -29,16 +29,16 @@ REPORT_SCHEMA = "report binary"
 
 
 def instance_batches(spec, batches: Iterable) -> Iterator:
-    """``mapInArrow`` body: runs instance ``partition`` (see ``TFParallel.instance_task``), yields its report."""
+    """``mapInArrow`` body: runs one instance (:func:`tfos._node.instance.instance_task`), yields its report."""
     import pyarrow as pa
 
-    for report in tfp.instance_task(spec, batches):
+    for report in instance_task(spec, batches):
         yield pa.RecordBatch.from_pydict({"report": [pickle.dumps(report)]},
                                          schema=pa.schema([("report", pa.binary())]))
 
 
 def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int, use_barrier: bool = True,
-        timeout: float | None = tfp.DEFAULT_TIMEOUT, **settings: Any) -> list:
+        timeout: float | None = DEFAULT_TIMEOUT, **settings: Any) -> list:
     """``TFParallel.run`` on a Connect session; same arguments, results and errors."""
     import cloudpickle
 
@@ -49,8 +49,8 @@ def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: i
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
     config = from_env(**settings)
-    spec = tfp._InstanceSpec(
-        fn=dumps_for_nodes(tfp._ReturnsResult(map_fn, num_executors), "map_fn",
+    spec = InstanceSpec(
+        fn=dumps_for_nodes(ReturnsResult(map_fn, num_executors), "map_fn",
                            " It must not capture the SparkSession, open files, locks or sockets; define it at "
                            "module level and pass what it needs through tf_args."),
         args=dumps_for_nodes(tf_args, "tf_args", ""),

@@ -18,6 +18,8 @@ if [[ $# -eq 0 ]]; then
     # The whole run (what CI does) starts with the static checks configured in pyproject.toml.
     echo "[test] $VENV/bin/python -m ruff check tfos tests bench"
     "$VENV/bin/python" -m ruff check tfos tests bench
+    echo "[test] $VENV/bin/python -m mypy"
+    "$VENV/bin/python" -m mypy
     set -- -q -rs --durations=15 tests
 fi
 echo "[test] $VENV/bin/python -m pytest $*"

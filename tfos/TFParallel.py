@@ -99,7 +99,7 @@ def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None
     from .cluster import _num_gpus
 
     map_fn = _map_fn_argument(map_fn, map_fun)
-    _check_arguments(num_executors, timeout)
+    num_executors = _check_arguments(num_executors, timeout)
     if settings.get("gpus_per_node") is None and _num_gpus(tf_args) is not None:
         settings["gpus_per_node"] = _num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
     if is_connect(sc):  # no SparkContext: the instances start through a DataFrame stage
@@ -143,11 +143,13 @@ def _map_fn_argument(map_fn: Any, map_fun: Any) -> Callable:
     return fn
 
 
-def _check_arguments(num_executors: Any, timeout: Any) -> None:
+def _check_arguments(num_executors: Any, timeout: Any) -> int:
+    """Raises ConfigError for a bad ``num_executors`` or ``timeout``; returns ``num_executors``."""
     if not isinstance(num_executors, int) or isinstance(num_executors, bool) or num_executors < 1:
         raise ConfigError(f"num_executors must be an int >= 1, got {num_executors!r}")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+    return num_executors
 
 
 def _collect(sc, spec: InstanceSpec) -> list[dict]:

@@ -221,7 +221,8 @@ def _decode_list(kind: str, buf: bytes, pos: int, end: int):
 
 
 def _decode_feature(buf: bytes, pos: int, end: int) -> tuple[str | None, object]:
-    kind, values = None, []
+    kind: str | None = None
+    values: list = []
     while pos < end:
         number, wire, start, pos = _field(buf, pos, end)
         if number in _KIND and wire == _LEN:
@@ -231,7 +232,8 @@ def _decode_feature(buf: bytes, pos: int, end: int) -> tuple[str | None, object]
 
 
 def _decode_entry(buf: bytes, pos: int, end: int) -> tuple[str, tuple[str | None, object]]:
-    key, value = "", (None, [])
+    key = ""
+    value: tuple[str | None, object] = (None, [])
     while pos < end:
         number, wire, start, pos = _field(buf, pos, end)
         if wire != _LEN:

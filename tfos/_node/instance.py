@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import NodeFailure, PlacementError
 from . import ERROR_FILE_ENV
@@ -40,7 +40,7 @@ class InstanceSpec:
     legacy_keras: bool
     stop_grace_secs: float
     log_tail_lines: int
-    timeout: float
+    timeout: float | None  # seconds; None waits forever
     # Defaults as in tfos.config, for callers that build the spec without them.
     gpus_per_node: int = 1
     gpu_lock_dir: str = ""
@@ -103,7 +103,7 @@ class _Where:
     host: str
 
 
-def instance_task(spec: InstanceSpec, iterator: Iterator) -> Iterator[dict]:
+def instance_task(spec: InstanceSpec, iterator: Iterable) -> Iterator[dict]:
     """``mapPartitions`` body: partition ``i`` runs instance ``i`` in a child process and reports how it ended."""
     import socket
 
@@ -163,6 +163,7 @@ def _run_instance(spec: InstanceSpec, where: _Where, gpus: str | None, gpu_env: 
     pump = _OutputPump(proc.stdout, f"instance:{worker_num}", spec.log_tail_lines)
     pump.start()
     try:
+        assert proc.stdin is not None  # a pipe (for mypy)
         proc.stdin.write(pickle.dumps(payload))
         proc.stdin.close()
     except BrokenPipeError:

@@ -46,6 +46,12 @@ control_tls                    TFOS_CONTROL_TLS            0          serve the 
 control_tls_cert               TFOS_CONTROL_TLS_CERT       (none)     PEM certificate (chain) for the control server
                                                                       instead; it must name the driver's address
 control_tls_key                TFOS_CONTROL_TLS_KEY        (none)     PEM private key of control_tls_cert
+hdfs_client                    TFOS_HDFS_CLIENT            native     client for hdfs:// and viewfs:// paths: native
+                                                                      (hdfs-native) or pyarrow (libhdfs); read by tfos.fs
+                                                                      where a path is used (FsSettings)
+s3_addressing_style            TFOS_S3_ADDRESSING_STYLE    path/auto  botocore's S3 addressing style: path, virtual or
+                                                                      auto; unset: path when an S3 endpoint is set, else
+                                                                      auto; read by tfos.fs (FsSettings)
 =============================  ==========================  =========  ===================================================
 """
 
@@ -60,7 +66,7 @@ from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Settings", "from_env"]
+__all__ = ["FsSettings", "Settings", "from_env"]
 
 _ENV_PREFIX = "TFOS_"
 
@@ -190,3 +196,53 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
         raise ConfigError(f"unknown settings: {sorted(unknown)}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
+
+
+_HDFS_CLIENTS = ("native", "pyarrow")
+_S3_ADDRESSING_STYLES = ("path", "virtual", "auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class FsSettings:
+    """The file-system settings of :mod:`tfos.fs`. Frozen and validated at construction.
+
+    They are apart from :class:`Settings` because :mod:`tfos.fs` runs wherever a path is read or written (the
+    driver, a Spark task, a node's TF process), with the environment of that process and no ``Settings`` at hand;
+    :meth:`from_env` builds them from that environment.
+
+    Attributes:
+        hdfs_client: the client for ``hdfs://`` and ``viewfs://`` paths: ``"native"`` (hdfs-native) or
+            ``"pyarrow"`` (pyarrow's libhdfs client).
+        s3_addressing_style: botocore's S3 addressing style, ``"path"``, ``"virtual"`` or ``"auto"``; ``""`` (not
+            set) leaves the choice to :mod:`tfos.fs`: path when an S3 endpoint is set, else auto.
+    """
+
+    hdfs_client: str = "native"
+    s3_addressing_style: str = ""
+
+    def __post_init__(self) -> None:
+        client = self.hdfs_client.strip().lower()
+        if client not in _HDFS_CLIENTS:
+            raise ConfigError(f"TFOS_HDFS_CLIENT must be 'native' (hdfs-native, the default) or 'pyarrow' (pyarrow's "
+                              f"libhdfs client), not {self.hdfs_client!r}")
+        style = self.s3_addressing_style.strip().lower()
+        if style and style not in _S3_ADDRESSING_STYLES:
+            raise ConfigError(f"TFOS_S3_ADDRESSING_STYLE must be 'path', 'virtual' or 'auto' (botocore's S3 addressing "
+                              f"style; unset: path when an S3 endpoint is set, else auto), not "
+                              f"{self.s3_addressing_style!r}")
+        object.__setattr__(self, "hdfs_client", client)
+        object.__setattr__(self, "s3_addressing_style", style)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FsSettings:
+        """Builds the settings from ``TFOS_HDFS_CLIENT`` and ``TFOS_S3_ADDRESSING_STYLE`` (empty = the default).
+
+        Args:
+            environ: where the variables come from; defaults to ``os.environ``.
+
+        Raises:
+            ConfigError: a variable holds a value it does not accept; the message names the accepted ones.
+        """
+        environ = os.environ if environ is None else environ
+        return cls(hdfs_client=environ.get("TFOS_HDFS_CLIENT") or "native",
+                   s3_addressing_style=environ.get("TFOS_S3_ADDRESSING_STYLE") or "")

@@ -43,7 +43,8 @@ import tempfile
 import uuid
 from typing import Iterator, Mapping, Sequence
 
-from .errors import ConfigError, StorageError
+from .config import FsSettings
+from .errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ __all__ = ["StorageError", "download", "download_tree", "expand", "filesystem", 
            "spark_env", "upload", "uploaded_dir", "writable_by_tensorflow"]
 
 _S3_ALIASES = {"s3a": "s3", "s3n": "s3"}
-_HDFS_CLIENTS = ("native", "pyarrow")
 # Seconds to connect to an S3 endpoint, and attempts in all: an unreachable endpoint fails in seconds, not minutes.
 _S3_CONNECT_TIMEOUT = 5
 _S3_MAX_ATTEMPTS = 3
@@ -119,7 +119,7 @@ def s3a_env(hadoop_conf: Mapping[str, str]) -> dict[str, str]:
 
 def _s3_options(env: Mapping[str, str]) -> dict:
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    style = env.get("TFOS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+    style = FsSettings.from_env(env).s3_addressing_style or ("path" if endpoint else "auto")
     options: dict = {
         "config_kwargs": {
             "connect_timeout": _S3_CONNECT_TIMEOUT,
@@ -166,13 +166,10 @@ def _hdfs_client(url: str, env: Mapping[str, str]) -> tuple[str, dict]:
         Hadoop configuration's ``fs.defaultFS`` (``"default"`` for pyarrow).
 
     Raises:
-        ConfigError: ``TFOS_HDFS_CLIENT`` names no known client.
+        ConfigError: ``TFOS_HDFS_CLIENT`` names no known client (see :class:`tfos.config.FsSettings`).
         StorageError: the URL's port is not a number.
     """
-    client = (env.get("TFOS_HDFS_CLIENT") or "native").strip().lower()
-    if client not in _HDFS_CLIENTS:
-        raise ConfigError(f"TFOS_HDFS_CLIENT must be 'native' (hdfs-native, the default) or 'pyarrow' (pyarrow's "
-                          f"libhdfs client), not {env.get('TFOS_HDFS_CLIENT')!r}")
+    client = FsSettings.from_env(env).hdfs_client
     kind = scheme(url)
     host, port = _hdfs_authority(url)
     if client == "native":
@@ -231,7 +228,8 @@ def filesystem(url: str, env: Mapping[str, str] | None = None):
 
     Raises:
         StorageError: the scheme's client is not installed (or, for pyarrow's HDFS client, cannot load).
-        ConfigError: ``TFOS_HDFS_CLIENT`` names no known HDFS client.
+        ConfigError: ``TFOS_HDFS_CLIENT`` names no known HDFS client, or ``TFOS_S3_ADDRESSING_STYLE`` no known
+            style (see :class:`tfos.config.FsSettings`).
     """
     import fsspec
 
@@ -240,11 +238,9 @@ def filesystem(url: str, env: Mapping[str, str] | None = None):
     if kind in ("hdfs", "viewfs"):
         fs = _hdfs_filesystem(url, env)
         return fs, url
+    options = _s3_options(env) if kind == "s3" else {}  # outside the try: a bad setting is a ConfigError
     try:
-        if kind == "s3":
-            fs = fsspec.filesystem("s3", **_s3_options(env))
-        else:
-            fs = fsspec.filesystem(kind)
+        fs = fsspec.filesystem(kind, **options)
     except ImportError as exc:
         extra = {"s3": " (pip install 'tfos[s3]')"}.get(kind, "")
         raise StorageError(f"No file system client for {kind}:// paths is installed{extra}: {exc}") from exc

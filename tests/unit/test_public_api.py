@@ -25,7 +25,7 @@ PUBLIC_API = {
     "tfos.cli": ["ScriptExit", "main", "parse_args"],
     "tfos.cluster": ["InputMode", "TFCluster", "run"],
     "tfos.compat": ["disable_auto_shard", "export_saved_model", "is_gpu_available"],
-    "tfos.config": ["Settings", "from_env"],
+    "tfos.config": ["FsSettings", "Settings", "from_env"],
     "tfos.data": ["SyncedDir", "describe_failure", "shard_of", "tfrecord_dataset"],
     "tfos.dfutil": [
         "fromTFExample", "infer_schema", "isLoadedDF", "loadTFRecords", "register", "saveAsTFRecords", "toTFExample",

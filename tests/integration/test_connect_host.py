@@ -1,5 +1,5 @@
-"""Node 0's control host under Spark Connect, over real gRPC on loopback (no Spark, no TF), and the pure
-helpers of the Connect client (stage failure parsing, argument checks)."""
+"""Node 0's control host under Spark Connect, over real gRPC on loopback with wall-clock deadlines (no Spark, no
+TF), and the pure helpers of the Connect client (stage failure parsing, argument checks)."""
 
 import time
 

@@ -38,6 +38,7 @@ import time
 from typing import Any, Callable
 
 from . import _keras, _spark
+from ._node.environment import user_env_names
 from ._node.instance import DEFAULT_TIMEOUT, InstanceSpec, ReturnsResult, instance_task
 from ._pickle import dumps_for_nodes
 from .config import from_env
@@ -118,6 +119,7 @@ def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None
         stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
+        user_env=user_env_names(_spark.all_conf(sc)), node_threads=config.node_threads,
     )
     if use_barrier:
         _spark.check_placement(sc, num_executors, config.slot_wait_timeout, parallel=True)

@@ -44,6 +44,11 @@ def conf(sc, key: str, default: str | None = None) -> str | None:
     return (live if live is not None else sc.getConf()).get(key, default)
 
 
+def all_conf(sc) -> dict[str, str]:
+    """Every entry of the Spark conf (one JVM call)."""
+    return dict(sc.getConf().getAll())
+
+
 def default_fs(sc) -> str:
     """Spark's ``fs.defaultFS``, without the trailing slash of ``file:///``."""
     fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"

@@ -41,6 +41,14 @@ progress_interval              TFOS_PROGRESS_INTERVAL      10         seconds be
 preimport                      TFOS_PREIMPORT              off        modules a node's TF process imports while the cluster
                                                                       is reserved: off, auto (TensorFlow if main_fun uses
                                                                       it), or a comma-separated list of modules
+node_threads                   TFOS_NODE_THREADS           task       threads a TF process uses (OMP_NUM_THREADS,
+                                                                      TF_NUM_INTRAOP_THREADS): task (the cores Spark
+                                                                      gave its task, spark.task.cpus), tf (TensorFlow's
+                                                                      default: every core of the host), or a number;
+                                                                      see tfos._node.environment
+node_memory_mb                 TFOS_NODE_MEMORY_MB         1024       MiB a TF process is taken to need outside the
+                                                                      executor's JVM heap, for the container memory
+                                                                      check on YARN and Kubernetes (0: no check)
 control_tls                    TFOS_CONTROL_TLS            0          serve the control plane over TLS with a certificate
                                                                       made per cluster (needs ``cryptography``)
 control_tls_cert               TFOS_CONTROL_TLS_CERT       (none)     PEM certificate (chain) for the control server
@@ -94,6 +102,8 @@ class Settings:
     progress: str = "auto"
     progress_interval: float = 10.0
     preimport: str = "off"
+    node_threads: str = "task"
+    node_memory_mb: int = 1024
     control_tls: bool = False
     control_tls_cert: str = ""
     control_tls_key: str = ""
@@ -103,6 +113,10 @@ class Settings:
 
         object.__setattr__(self, "legacy_keras", normalize(self.legacy_keras))
         object.__setattr__(self, "forward_logs", _forward_logs(self.forward_logs))
+        object.__setattr__(self, "node_threads", _node_threads(self.node_threads))
+        if self.node_memory_mb < 0:
+            raise ConfigError(f"node_memory_mb must be >= 0 (0 turns the container memory check off), got "
+                              f"{self.node_memory_mb} (TFOS_NODE_MEMORY_MB)")
         for name in ("reservation_timeout", "slot_wait_timeout", "heartbeat_interval", "node_lost_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -162,6 +176,17 @@ def _forward_logs(value) -> str:
         return "all"
     raise ConfigError(f"forward_logs must be 1 (the nodes' output without TensorFlow's C++ start-up chatter), all "
                       f"(every line) or 0 (none), got {value!r} (TFOS_FORWARD_LOGS)")
+
+
+def _node_threads(value) -> str:
+    """``node_threads`` as ``"task"``, ``"tf"`` or a positive number (as text)."""
+    low = str(value).strip().lower()
+    if low in ("task", "tf"):
+        return low
+    if low.isdigit() and int(low) > 0:
+        return str(int(low))
+    raise ConfigError(f"node_threads must be 'task' (the cores of the node's Spark task), 'tf' (TensorFlow's "
+                      f"default) or a number of threads > 0, got {value!r} (TFOS_NODE_THREADS)")
 
 
 def _parse(field: dataclasses.Field, raw: str):

@@ -54,6 +54,7 @@ class SparkSessions:
     def __init__(self) -> None:
         self.master: str | None = None
         self.session = None
+        self.extra_keys: set[str] = set()
 
     def get(self, master: str, conf: Mapping[str, str] | None = None):
         """Returns a live SparkSession on ``master``, reusing the kept one if it is on that master.
@@ -73,6 +74,7 @@ class SparkSessions:
         for key, value in {**DRIVER_CONF, **(conf or {})}.items():
             builder = builder.config(key, value)
         self.session, self.master = builder.getOrCreate(), master
+        self.extra_keys = set(conf or {})
         return self.session
 
     def stop(self) -> None:
@@ -86,6 +88,12 @@ class SparkSessions:
                 session.stop()
         if SparkContext._active_spark_context is not None:
             SparkContext._active_spark_context.stop()
+        # A session that launched the driver's JVM left its settings there as system properties, which every
+        # later SparkConf loads: clear this session's own settings so they do not reach the next session.
+        if SparkContext._jvm is not None:
+            for key in self.extra_keys:
+                SparkContext._jvm.System.clearProperty(key)
+        self.extra_keys = set()
         self.session = self.master = None
 
     def shutdown(self) -> None:

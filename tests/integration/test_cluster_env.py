@@ -28,7 +28,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
 NAMES = ("HADOOP_CONF_DIR", "HADOOP_USER_NAME", "KRB5CCNAME", "KRB5_CONFIG", "HADOOP_TOKEN_FILE_LOCATION",
-         "CLASSPATH", "TFOS_TEST_SETTING")
+         "CLASSPATH", "TFOS_TEST_SETTING", "OMP_NUM_THREADS")
 
 
 def record_env(args, ctx):
@@ -36,10 +36,16 @@ def record_env(args, ctx):
         json.dump({name: os.environ.get(name) for name in args["names"]}, f)
 
 
+def record_whole_env(args, ctx):
+    with open(os.path.join(args["out"], f"whole{ctx.worker_num}.json"), "w") as f:
+        json.dump(dict(os.environ), f)
+
+
 def test_executor_env_reaches_the_tf_process(spark_sessions, tmp_path):
     wanted = {name: f"/etc/{name.lower()}" for name in NAMES}
     wanted["KRB5CCNAME"] = "FILE:/tmp/krb5cc_tfos_test"
     wanted["CLASSPATH"] = "/opt/hadoop/etc/hadoop:/opt/hadoop/share/hadoop/common/*"
+    wanted["OMP_NUM_THREADS"] = "3"  # the user's own thread count wins over tfos's (the task's cores)
     spark_sessions.stop()
     try:
         spark = spark_sessions.get(LOCAL_CLUSTER_MASTER, {f"spark.executorEnv.{k}": v for k, v in wanted.items()})
@@ -49,6 +55,28 @@ def test_executor_env_reaches_the_tf_process(spark_sessions, tmp_path):
         spark_sessions.stop()  # these settings must not reach other tests' executors
     for i in range(2):
         assert json.load(open(tmp_path / f"env{i}.json")) == wanted
+
+
+@pytest.mark.parametrize("threads", ["task", "tf", "2"])
+def test_the_tf_process_environment_is_deliberate(spark_local_cluster, tmp_path, threads):
+    """What the TF process gets (tfos._node.environment): the worker's internals and secret never; the thread
+    counts as node_threads says; TF_CONFIG, the Keras choice and tfos's variables always."""
+    cluster = TFCluster.run(spark_local_cluster.sparkContext, record_whole_env, {"out": str(tmp_path)}, 2,
+                            node_threads=threads)
+    cluster.shutdown(timeout=120)
+    for i in range(2):
+        env = json.load(open(tmp_path / f"whole{i}.json"))
+        leaked = sorted(k for k in env if k in ("PYTHON_WORKER_FACTORY_SECRET", "PYSPARK_GATEWAY_SECRET",
+                                                "SPARK_REUSE_WORKER", "SPARK_PYTHON_RUNTIME",
+                                                "_PYSPARK_DRIVER_CONN_INFO_PATH")
+                        or k.startswith(("PYTHON_UDF_", "PYTHON_DAEMON_")))
+        assert leaked == []
+        expected_threads = {"task": "1", "tf": None, "2": "2"}[threads]  # local-cluster[2,1,...]: 1 core a task
+        assert env.get("OMP_NUM_THREADS") == expected_threads
+        assert env.get("TF_NUM_INTRAOP_THREADS") == expected_threads
+        assert json.loads(env["TF_CONFIG"])["task"] == {"type": "worker", "index": i}
+        assert env["TF_USE_LEGACY_KERAS"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+        assert env["TFOS_WORKER_NUM"] == str(i) and env["SPARK_HOME"]  # Spark's own locations stay
 
 
 WHERE_AM_I = """

@@ -32,6 +32,19 @@ def test_barrier_instances_one_per_executor(spark_local_cluster):
     assert len({s["pid"] for s in seen}) == 2
 
 
+def instance_environment(args, ctx):
+    return {k: v for k, v in os.environ.items() if k in args["names"] or k.startswith(("PYTHON_UDF_", "PYTHON_DAEMON_"))}
+
+
+def test_an_instance_gets_the_same_deliberate_environment_as_a_node(spark_local_cluster):
+    names = ("PYTHON_WORKER_FACTORY_SECRET", "SPARK_REUSE_WORKER", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+             "TF_CONFIG", "TF_USE_LEGACY_KERAS", "SPARK_HOME")
+    envs = TFParallel.run(spark_local_cluster, instance_environment, {"names": names}, 2, node_threads="2")
+    for env in envs:
+        assert env.pop("SPARK_HOME")
+        assert env == {"OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2", "TF_USE_LEGACY_KERAS": "1"}
+
+
 def test_without_barrier_more_instances_than_slots_run_in_turn(spark_local_cluster):
     seen = TFParallel.run(spark_local_cluster.sparkContext, nodefns_more.parallel_record, {}, 3, use_barrier=False)
     assert [s["worker_num"] for s in seen] == [0, 1, 2]

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import _keras
+from .._node.environment import user_env_names
 from .._node.instance import DEFAULT_TIMEOUT, InstanceSpec, ReturnsResult, instance_task
 from .._pickle import dumps_for_nodes
 from .._spark import bind
@@ -59,6 +60,7 @@ def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: i
         stop_grace_secs=config.stop_grace_secs,
         log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
+        user_env=user_env_names(connect.all_conf(spark)), node_threads=config.node_threads,
     )
     if use_barrier:
         connect.check_placement(spark, num_executors, config.slot_wait_timeout, parallel=True)

@@ -37,6 +37,14 @@ def default_fs(spark) -> str:
     return "file://" if fs.startswith("file:") else fs.rstrip("/")
 
 
+def all_conf(spark) -> dict[str, str]:
+    """Every entry of the session's Spark conf that Connect lets the client see (``{}`` on older servers)."""
+    try:
+        return dict(spark.conf.getAll)
+    except Exception:  # noqa: BLE001 - older servers: no bulk read
+        return {}
+
+
 def hadoop_settings(spark, prefix: str) -> dict[str, str]:
     """``spark.hadoop.<prefix>*`` settings (e.g. ``fs.s3a.``), keys without ``spark.hadoop.``.
 

@@ -72,7 +72,7 @@ def _run_task(spec: ConnectSpec, ctx) -> dict:
     launch = dataclasses.replace(spec.launch, control_address=address, control_cert=cert)
     place = NodePlace(
         worker_num=partition, host=host, executor_id=executor_id, attempt=ctx.attemptNumber(),
-        sys_path=tuple(p for p in sys.path if p), watch_pid=executor_pid,
+        sys_path=tuple(p for p in sys.path if p), watch_pid=executor_pid, cpus=ctx.cpus(),
         gpus=visible_devices(_assigned_gpus(ctx), os.environ.get("CUDA_VISIBLE_DEVICES")),
     )
     summary.update(_start_node(launch, place))

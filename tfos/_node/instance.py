@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import NodeFailure, PlacementError
 from . import ERROR_FILE_ENV
+from .environment import node_threads, tf_process_env
 from .gpus import GpuClaim, claim_gpus, visible_devices
 from .supervisor import _OutputPump, _describe_exit, _read_error_file, _stop_process_group
 
@@ -44,6 +45,8 @@ class InstanceSpec:
     # Defaults as in tfos.config, for callers that build the spec without them.
     gpus_per_node: int = 1
     gpu_lock_dir: str = ""
+    user_env: tuple = ()  # names the user set through spark.executorEnv.* (tfos._node.environment)
+    node_threads: str = "task"
 
 
 class ReturnsResult:
@@ -69,23 +72,17 @@ class ReturnsResult:
                 f.write(data)
 
 
-def instance_env(base: dict, legacy_keras: bool, gpus: str | None, sys_path: tuple, error_file: str,
-                 result_file: str, worker_num: int, extra: dict | None = None) -> dict[str, str]:
-    """The environment of one instance's TF process: the executor's, minus ``TF_CONFIG``, plus tfos's.
+def instance_env(base: Mapping[str, str], spec: InstanceSpec, gpus: str | None, sys_path: tuple, error_file: str,
+                 result_file: str, worker_num: int, extra: dict | None = None, cpus: int = 0) -> dict[str, str]:
+    """The environment of one instance's TF process: the policy of :mod:`tfos._node.environment`, no ``TF_CONFIG``.
 
-    ``extra`` holds what the GPU choice adds (``CUDA_DEVICE_ORDER``, see :class:`tfos._node.gpus.GpuClaim`).
+    ``extra`` holds what the GPU choice adds (``CUDA_DEVICE_ORDER``, see :class:`tfos._node.gpus.GpuClaim`);
+    ``cpus`` is the task's cores (``TaskContext.cpus()``).
     """
-    env = {k: v for k, v in base.items() if k != "TF_CONFIG"}
-    env["TF_USE_LEGACY_KERAS"] = "1" if legacy_keras else "0"  # one Keras in the instance (tfos._keras)
-    env.update(extra or {})
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpus
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (*sys_path, env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    env[ERROR_FILE_ENV] = error_file
-    env[RESULT_FILE_ENV] = result_file
-    env["TFOS_WORKER_NUM"] = str(worker_num)
-    return env
+    tfos_vars = {ERROR_FILE_ENV: error_file, RESULT_FILE_ENV: result_file, "TFOS_WORKER_NUM": str(worker_num)}
+    return tf_process_env(base, user_names=spec.user_env, threads=node_threads(spec.node_threads, cpus),
+                          legacy_keras=spec.legacy_keras, gpus=gpus, sys_path=sys_path, tfos_vars=tfos_vars,
+                          extra=extra)
 
 
 def _task_context(use_barrier: bool):
@@ -101,6 +98,7 @@ class _Where:
     worker_num: int
     executor_id: str
     host: str
+    cpus: int = 0
 
 
 def instance_task(spec: InstanceSpec, iterator: Iterable) -> Iterator[dict]:
@@ -115,7 +113,7 @@ def instance_task(spec: InstanceSpec, iterator: Iterable) -> Iterator[dict]:
     resources = ctx.resources() or {}
     assigned = list(resources["gpu"].addresses) if "gpu" in resources else None
     gpus = visible_devices(assigned, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    where = _Where(ctx.partitionId(), spark_executor()[0], socket.gethostname())
+    where = _Where(ctx.partitionId(), spark_executor()[0], socket.gethostname(), ctx.cpus())
     workdir = tempfile.mkdtemp(prefix=f"tfos-parallel{where.worker_num}-")
     claim = None
     try:
@@ -148,8 +146,7 @@ def _run_instance(spec: InstanceSpec, where: _Where, gpus: str | None, gpu_env: 
     error_file = os.path.join(workdir, "error.json")
     result_file = os.path.join(workdir, "result.pkl")
     sys_path = tuple(p for p in sys.path if p)
-    env = instance_env(dict(os.environ), spec.legacy_keras, gpus, sys_path, error_file, result_file, worker_num,
-                       gpu_env)
+    env = instance_env(os.environ, spec, gpus, sys_path, error_file, result_file, worker_num, gpu_env, where.cpus)
     payload = {
         "parent_pid": os.getpid(), "fn": spec.fn, "args": spec.args, "sys_path": list(sys_path),
         "tmp_fd": None, "feed_fd": None, "secret": None,

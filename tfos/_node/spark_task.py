@@ -137,6 +137,7 @@ def node_partition(spec: LaunchSpec, offset: int, iterator: Iterator) -> Iterato
         sys_path=tuple(p for p in sys.path if p),
         gpus=visible_devices(assigned, os.environ.get("CUDA_VISIBLE_DEVICES")),
         watch_pid=executor_pid,
+        cpus=ctx.cpus(),
     )
     if spec.input_mode == SPARK_MODE:
         yield json.dumps(launch_detached(spec, place, spec.reservation_timeout + 60))

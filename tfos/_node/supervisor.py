@@ -31,6 +31,8 @@ from .._control.reservation import ABORT, STOP, NodeInfo
 from . import ERROR_FILE_ENV, PROGRESS_FILE_ENV
 from .._progress import OutputProgress, last_segment, read_progress_file
 from .chatter import is_chatter
+from .environment import node_threads, tf_process_env
+from .._memory import failure_hint, looks_like_memory
 from .gpus import GpuClaim, claim_gpus
 from .tf_config import role_of, tf_config_json
 
@@ -72,6 +74,9 @@ class LaunchSpec:
     control_cert: bytes = dataclasses.field(default=b"", repr=False)  # the control server's TLS certificate
     preimport: tuple = ()  # modules the TF process imports while the cluster is reserved (tfos._preimport)
     feed_queue_chunks: int = 16  # InputMode.SPARK: training chunks a node queues before it pushes back
+    user_env: tuple = ()  # names the user set through spark.executorEnv.*: kept as they are (environment.py)
+    node_threads: str = "task"  # the TF process's thread counts (tfos._node.environment.node_threads)
+    memory_note: str = ""  # the executors' memory settings, quoted when a node dies for memory (tfos._memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +90,7 @@ class NodePlace:
     sys_path: tuple = ()
     gpus: str | None = None  # CUDA_VISIBLE_DEVICES for the child; None leaves the inherited value
     watch_pid: int | None = None  # stop the node when this process (the executor JVM) is gone
+    cpus: int = 0  # the cores Spark gave the node's task (TaskContext.cpus()); 0 outside a task
 
 
 def reserve_port(host: str) -> socket.socket:
@@ -131,24 +137,22 @@ def tf_grpc_options(current: str | None) -> str:
 
 def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_config: str, error_file: str,
               job_name: str, task_index: int, log_dir: str | None = None) -> dict[str, str]:
-    """The TF process's environment: the executor's, plus what tfos sets (see ``TFCluster.run``'s docs)."""
-    env = dict(base)
-    env.update(spec.extra_env)
-    env["TF_CONFIG"] = tf_config
-    env["TF_USE_LEGACY_KERAS"] = "1" if spec.legacy_keras else "0"  # one Keras in the node: the one chosen
-    if place.gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = place.gpus
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (*place.sys_path, env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["TF_GRPC_DEFAULT_OPTIONS"] = tf_grpc_options(env.get("TF_GRPC_DEFAULT_OPTIONS"))
-    env[ERROR_FILE_ENV] = error_file
-    env[PROGRESS_FILE_ENV] = progress_file(error_file)
-    env["TFOS_WORKER_NUM"] = str(place.worker_num)
-    env["TFOS_JOB_NAME"] = job_name
-    env["TFOS_TASK_INDEX"] = str(task_index)
+    """The TF process's environment: the Python worker's, without its internals, plus what tfos sets
+    (the policy is stated in :mod:`tfos._node.environment`)."""
+    tfos_vars = {
+        "TF_CONFIG": tf_config,
+        "TF_GRPC_DEFAULT_OPTIONS": tf_grpc_options(base.get("TF_GRPC_DEFAULT_OPTIONS")),
+        ERROR_FILE_ENV: error_file,
+        PROGRESS_FILE_ENV: progress_file(error_file),
+        "TFOS_WORKER_NUM": str(place.worker_num),
+        "TFOS_JOB_NAME": job_name,
+        "TFOS_TASK_INDEX": str(task_index),
+    }
     if log_dir:
-        env["TFOS_LOG_DIR"] = log_dir
-    return env
+        tfos_vars["TFOS_LOG_DIR"] = log_dir
+    return tf_process_env(base, user_names=spec.user_env, threads=node_threads(spec.node_threads, place.cpus),
+                          legacy_keras=spec.legacy_keras, gpus=place.gpus, sys_path=place.sys_path,
+                          tfos_vars=tfos_vars, extra=spec.extra_env)
 
 
 # Output lines waiting for the next heartbeat to the driver; older ones are dropped (and counted) beyond this.
@@ -466,8 +470,9 @@ def _report(spec, place, client, code, ended_by, reason, error_file, pump, summa
     record = _read_error_file(error_file)
     tail = "\n".join(pump.tail)
     if ended_by == EXECUTOR_LOST:
-        failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(), message=reason,
-                              log_tail=tail)
+        failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
+                              message=f"{reason}. If its container was killed for memory (the usual cause on YARN "
+                                      f"and Kubernetes): {memory_hint(spec)}", log_tail=tail)
         summary["outcome"] = "failed"
     elif ended_by == ABORT:
         failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
@@ -476,14 +481,26 @@ def _report(spec, place, client, code, ended_by, reason, error_file, pump, summa
                               message=f"stopped because the cluster failed ({reason})", secondary=True)
         summary["outcome"] = "aborted"
     else:
+        message = record.get("message") or _describe_exit(code)
+        traceback = record.get("traceback", "")
+        if code == -signal.SIGKILL or looks_like_memory("\n".join((message, traceback, tail))):
+            message = f"{message}\n{memory_hint(spec)}"  # a SIGKILL tfos did not send: the OOM killer's mark
         failure = NodeFailure(
             place.worker_num, role, place.host, place.executor_id, record.get("time", time.time()),
             exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
-            message=record.get("message") or _describe_exit(code), traceback=record.get("traceback", ""),
-            log_tail=tail,
+            message=message, traceback=traceback, log_tail=tail,
         )
     client.report_exit(place.worker_num, failure)
     return summary
+
+
+def memory_hint(spec: LaunchSpec) -> str:
+    """What a node that died for memory says: the likely cause, this cluster's figures, the setting to raise."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]  # the TF process inherited this process's limit
+    limit = None if soft == resource.RLIM_INFINITY else soft // 2**20
+    return failure_hint(spec.memory_note, limit)
 
 
 def cluster_address_port(cluster_spec, job_name: str, task_index: int) -> str:

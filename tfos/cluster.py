@@ -24,11 +24,10 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _attempt, _keras, _memory, _pickle, _spark
+from . import _attempt, _keras, _pickle, _spark
 from ._attempt import Attempt
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
-from ._node.environment import user_env_names
 from ._node.spark_task import local_address_towards
 from ._node.supervisor import LaunchSpec
 from ._restart import decide, default_backup_dir
@@ -236,7 +235,8 @@ class TFCluster:
             self._teardown()
         logger.info("TF cluster %s finished", self.cluster_id)
 
-    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input") -> None:
+    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input",
+              validation_data: Any = None) -> None:
         """Feeds an RDD or DataFrame to the training nodes, ``num_epochs`` times (InputMode.SPARK only).
 
         Equal-steps policy: the rows are counted per partition first; then every node gets ``rows // nodes``
@@ -247,14 +247,22 @@ class TFCluster:
         Each node queues at most ``feed_queue_chunks`` messages; a full queue makes the feeding tasks wait.
         Data that is not cached is persisted (memory and disk) for the count and the epochs, then unpersisted.
 
+        With ``validation_data``, every node gets ``validation rows // nodes`` of them too, fed once, before the
+        first epoch, by the same routing; each node writes its share to its local disk (never to its queue) and
+        ``feed.dataset(split="validation")`` replays it at every epoch, so ``model.fit(train_ds,
+        validation_data=val_ds)`` works under MultiWorkerMirroredStrategy. Both inputs are counted before
+        anything is fed.
+
         Args:
             dataRDD: an RDD (rows travel pickled in chunks) or a DataFrame (rows travel as Arrow batches).
             num_epochs: times to feed the data; 0 means 10, as in TensorFlowOnSpark.
             feed_timeout: seconds a feeding task waits to connect to a node or for an answer that needs no rows
                 read. A node whose reader takes no rows at all is caught sooner, after ``feed_stall_timeout``.
             qname: accepted for compatibility.
+            validation_data: an RDD or DataFrame of validation rows (the same fields as ``dataRDD``), or None.
 
         Raises:
+            ConfigError: fewer rows than training nodes, in ``dataRDD`` or in ``validation_data``.
             ClusterFailedError: a node failed while being fed (its root cause, not the feeding task's error).
             FeedStallError: a node took no rows for ``feed_stall_timeout`` seconds (``TFOS_FEED_STALL_TIMEOUT``,
                 60 by default) while a feeding task waited on it; the message gives every node's counts, its
@@ -262,7 +270,7 @@ class TFCluster:
             FeedError: feeding failed for another reason.
         """
         self._require_spark_mode("train")
-        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout))
+        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout), validation_data)
 
     def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input", schema: Any = None):
         """Scores an RDD or DataFrame on the training nodes (InputMode.SPARK only); lazy, like any Spark transform.
@@ -425,9 +433,7 @@ class TFCluster:
                 if ended_early and not state.finished() and not state.training_done():
                     text = attempt.job.error_text() or "the Spark job running the TF nodes ended before they did"
                     state.abort(NodeFailure(-1, "spark job", time=time.time(),
-                                            message=_memory.with_hint(
-                                                f"the Spark stage running the TF nodes failed: {text}",
-                                                self._config.spec.memory_note)))
+                                            message=f"the Spark stage running the TF nodes failed: {text}"))
                 self._check_restarted(attempt)
                 if lost or state.phase is Phase.FAILED:
                     attempt.server.changed.notify_all()
@@ -661,7 +667,6 @@ def run(
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs != "0", forward_all=config.forward_logs == "all",
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
-    spark_conf = _spark.all_conf(sc)
         extra_env=s3a_env(_spark.hadoop_conf(sc, S3A_SETTINGS)),
         backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
         preimport=modules_for(config.preimport, map_fun, legacy),
@@ -675,8 +680,6 @@ def run(
                 cluster_id, num_executors, template, slots, first.server.address, config)
     cluster = TFCluster(sc, run_config, first)
     threading.Thread(target=cluster._monitor, name=f"tfos-monitor-{cluster_id}", daemon=True).start()
-        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
-        memory_note=_memory.launch_memory(spark_conf, config.node_memory_mb, logger.warning),
     try:
         cluster._await_reservations(config.reservation_timeout)
     except BaseException:

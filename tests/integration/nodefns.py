@@ -220,3 +220,48 @@ def read_a_little_then_stop(args, ctx):
     feed.next_batch(10)
     print(f"node {ctx.worker_num} read 10 rows and stops reading", flush=True)
     time.sleep(args["sleep"])
+
+
+def fit_with_validation(args, ctx):
+    """model.fit(feed.dataset(), validation_data=feed.dataset(split="validation")) under MWMS; writes, per epoch,
+    the row ids (column 0 of the features) this node's training and validation datasets yielded."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed(train_mode=True)
+    seen = {"train": [], "val": []}
+
+    def recorder(name):
+        def note(ids):
+            seen[name].extend(int(i) for i in ids.numpy())
+            return 0
+
+        def record(x, y):
+            done = tf.py_function(note, [tf.cast(x[:, 0], tf.int64)], tf.int64)
+            with tf.control_dependencies([done]):
+                return tf.identity(x), tf.identity(y)
+        return record
+
+    batch = args["batch"] * ctx.num_workers
+    train = feed.dataset(label=args["label"]).batch(batch).map(recorder("train"))
+    val = feed.dataset(label=args["label"], split="validation").batch(batch).map(recorder("val"))
+    epochs = []
+
+    class Epochs(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append({"train": list(seen["train"]), "val": list(seen["val"]), "val_loss": logs["val_loss"]})
+            seen["train"].clear()
+            seen["val"].clear()
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(2)])
+        model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train, epochs=args["epochs"], validation_data=val, callbacks=[Epochs()], verbose=0)
+    with open(os.path.join(args["out"], f"validation{ctx.worker_num}.json"), "w") as f:
+        json.dump(epochs, f)
+
+
+def validation_split_only(args, ctx):
+    """Asks for the validation split straight away (train() is called without validation_data: it raises)."""
+    feed = ctx.get_data_feed(train_mode=True)
+    feed.dataset(split="validation", timeout=args.get("timeout", 120))

@@ -155,3 +155,52 @@ def test_a_task_waiting_its_turn_on_a_node_that_takes_rows_is_not_a_stall(server
     finally:
         feeder.close()
         link.close()
+
+
+def feed_partition(tgt, partition, rows, chunk_rows=100):
+    """What a feeding task does with one partition of ``rows`` (``client.train_rows`` without Spark)."""
+    feeder = _Feeder(tgt, partition)
+    try:
+        for frame in tgt.plan.frames(partition, chunk_rows):
+            kind = p.SPILL_ROWS if frame.spill else p.ROWS
+            feeder.send(frame, pickle.dumps(rows[frame.start:frame.stop]), kind)
+        return feeder.finish()
+    finally:
+        feeder.close()
+
+
+def test_the_validation_split_goes_to_disk_without_a_reader_and_never_into_training(tmp_path):
+    # Queues of one chunk, no reader at all, 30x more validation rows than a queue holds, fed one partition
+    # after the other (one task slot): every task still ends, since validation rows never wait for a reader.
+    servers = [FeedServer(socket.socket(), SECRET, max_chunks=1, spool_parent=str(tmp_path)) for _ in range(2)]
+    for srv in servers:
+        srv._sock.bind(("127.0.0.1", 0))
+        srv.start()
+    addresses = tuple(f"127.0.0.1:{srv._sock.getsockname()[1]}" for srv in servers)
+    try:
+        sizes = [3001, 2500, 7]
+        partitions = [list(range(100_000 + 10_000 * i, 100_000 + 10_000 * i + n)) for i, n in enumerate(sizes)]
+        plan = make_plan([len(rows) for rows in partitions], 2)
+        val = FeedTarget(addresses, SECRET, plan, "call", timeout=30, stall_timeout=5, split="validation",
+                         validation=True)
+        start = time.monotonic()
+        for i, rows in enumerate(partitions):
+            assert feed_partition(val, i, rows)["links"] == ["ok", "ok"]
+        assert time.monotonic() - start < 20
+        shares = [[row for chunk in srv.validation(5).chunks() for row in chunk.data] for srv in servers]
+        assert [len(s) for s in shares] == [plan.quota] * 2 == [2754] * 2
+        assert not set(shares[0]) & set(shares[1])  # disjoint shares of the fed rows
+        assert [[row for chunk in srv.validation(5).chunks() for row in chunk.data] for srv in servers] == shares
+        assert all(srv.queued() == 0 and srv.train_empty() for srv in servers)  # nothing in the training queue
+        # Then the epoch: next_batch (TensorFlowOnSpark's loop) reads training rows only.
+        train = FeedTarget(addresses, SECRET, make_plan([40], 2), "call", timeout=30, validation=True)
+        sender = threading.Thread(target=feed_partition, args=(train, 0, list(range(40)), 4), daemon=True)
+        sender.start()
+        got = [DataFeed(srv).next_batch(20) for srv in servers]
+        sender.join(10)
+        assert sorted(got[0] + got[1]) == list(range(40))
+        assert node_status(addresses[0], val)["split"] == "validation"
+    finally:
+        for srv in servers:
+            srv.close()
+    assert not list(tmp_path.iterdir())

@@ -25,8 +25,6 @@ import time
 from typing import Any, Callable, Sequence
 
 from .. import _keras
-from .._memory import launch_memory, with_hint
-from .._node.environment import user_env_names
 from .._node.supervisor import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
 from .._preimport import modules_for
@@ -114,8 +112,12 @@ class ConnectCluster:
             self._closed = True
         logger.info("TF cluster %s finished", self.cluster_id)
 
-    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input") -> None:
+    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input",
+              validation_data: Any = None) -> None:
         """Feeds a DataFrame to the training nodes ``num_epochs`` times; see ``TFCluster.train``.
+
+        ``validation_data`` (a DataFrame, or None) is fed once, before the first epoch, for
+        ``feed.dataset(split="validation")``, as in classic mode.
 
         Raises:
             ConfigError: not a DataFrame (Connect has no RDDs), too few rows for the nodes (training or
@@ -127,7 +129,9 @@ class ConnectCluster:
 
         self._require_spark_mode("train")
         connect.require_dataframe(dataRDD, "train")
-        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout))
+        if validation_data is not None:
+            connect.require_dataframe(validation_data, "train")
+        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout), validation_data)
 
     def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input", schema: Any = None):
         """Scores a DataFrame on the nodes; returns a DataFrame of results (lazy); see ``TFCluster.inference``.
@@ -267,7 +271,7 @@ class ConnectCluster:
         """The node stage's rows by worker_num; a failed stage becomes a ClusterFailedError."""
         if self._job.error is not None:
             self._closed = True
-            self._failures = [stage_failure(self._job.error_text(), self._config.spec.memory_note)]
+            self._failures = [stage_failure(self._job.error_text())]
             raise ClusterFailedError(self._failures, context) from self._job.error
         rows = sorted((json.loads(r.summary) for r in self._job.results or []), key=lambda r: r["worker_num"])
         if not rows or rows[0]["worker_num"] != 0:
@@ -376,7 +380,6 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
         legacy_keras=legacy, heartbeat_interval=config.heartbeat_interval,
         reservation_timeout=config.reservation_timeout, stop_grace_secs=config.stop_grace_secs,
-    spark_conf = connect.all_conf(spark)
         log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
         gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
         preimport=modules_for(config.preimport, map_fun, legacy),
@@ -387,8 +390,6 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
                 num_executors, template, config)
     from .._spark import bind
-        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
-        memory_note=launch_memory(spark_conf, config.node_memory_mb, logger.warning),
 
     fn = bind(node_batches, cspec)
     job = connect.background_job(
@@ -417,7 +418,7 @@ def user_tls_material(settings: Settings) -> tuple[bytes, bytes] | None:
     return server_material(settings, "")
 
 
-def stage_failure(text: str, memory_note: str = "") -> NodeFailure:
+def stage_failure(text: str) -> NodeFailure:
     """The failure of a node stage that Spark failed (a task's Python worker crashed, an executor was lost).
 
     Spark names the barrier task that failed first (``ResultTask(stage, partition)``): partition ``i`` is node
@@ -425,7 +426,7 @@ def stage_failure(text: str, memory_note: str = "") -> NodeFailure:
     """
     match = re.search(r"barrier task ResultTask\(\d+, (\d+)\)", text)
     node = int(match.group(1)) if match else -1
-    short = with_hint(text.split("\n\tat ", 1)[0].strip(), memory_note)
+    short = text.split("\n\tat ", 1)[0].strip()
     which = f" because the Spark task of node {node} ended unsuccessfully" if match else ""
     return NodeFailure(node, "" if match else "spark job", time=time.time(), message=(
         f"the Spark stage running the TF nodes failed{which}: {short}\nUnder Spark Connect node 0 (worker_num 0, "

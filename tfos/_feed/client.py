@@ -5,8 +5,9 @@ plan's order (``FeedPlan.frames``: Arrow record batches for DataFrames, pickled 
 blocks while the node's queue is full; after ``stall_timeout`` seconds blocked on a node whose reader took no
 rows for as long, the task reports the stall: it tells every node, which stops every task of the same
 ``train()`` call, and returns the report as its outcome (returned, not raised, so Spark does not retry the
-task for another timeout). Inference: a partition goes whole to one node, and its results come back in input
-order.
+task for another timeout). Validation rows (``split="validation"``) travel the same way, once per ``train()``
+call, but the node writes them to its disk instead of its queue, so they never wait for its reader.
+Inference: a partition goes whole to one node, and its results come back in input order.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class FeedTarget:
         timeout: seconds to connect to a node and to get an answer that needs no rows read (``feed_timeout``).
         stall_timeout: seconds a task may be blocked on a node whose reader takes no rows before the feed
             counts as stalled (``feed_stall_timeout``).
+        split: ``"train"``, or ``"validation"`` for the job that feeds ``train()``'s ``validation_data``.
+        validation: whether this ``train()`` call has validation data (the nodes' readers learn it from this).
     """
 
     addresses: tuple[str, ...]
@@ -55,12 +58,19 @@ class FeedTarget:
     chunk_rows: int = 1024
     timeout: float = 600.0
     stall_timeout: float = 60.0
+    split: str = "train"
+    validation: bool = False
 
     @property
     def hello(self) -> dict:
         plan = self.plan
-        return {"kind": "train", "feed": self.feed_id, "epoch": self.epoch,
-                "quota": plan.quota if plan else 0, "even": plan.even if plan else 0}
+        return {"kind": "train", "feed": self.feed_id, "epoch": self.epoch, "split": self.split,
+                "validation": self.validation, "quota": plan.quota if plan else 0, "even": plan.even if plan else 0}
+
+    @property
+    def what(self) -> str:
+        """This job's part of the ``train()`` call, for messages."""
+        return "the validation feed" if self.split == "validation" else f"epoch {self.epoch + 1}/{self.epochs}"
 
 
 class _Stalled(Exception):
@@ -79,7 +89,7 @@ class _Link:
             or its main_fun returned).
     """
 
-    def __init__(self, node: int, target: FeedTarget) -> None:
+    def __init__(self, node: int, target: FeedTarget, partition: int = -1) -> None:
         self.node = node
         self.timeout = target.timeout
         self.address = target.addresses[node]
@@ -98,7 +108,7 @@ class _Link:
             raise FeedError(f"cannot reach the TF node's feed at {self.address}: {exc}. The node may have failed "
                             "(see the driver's error) or the executors cannot reach each other.") from None
         try:
-            p.send_json(self.sock, p.HELLO, target.hello)
+            p.send_json(self.sock, p.HELLO, {**target.hello, "partition": partition})
             self._read_answer()
         except (OSError, p.ChannelClosed) as exc:
             self.close()
@@ -238,7 +248,7 @@ class _Feeder:
         self._next_check: dict[int, float] = {}
         try:
             for node in target.plan.nodes_of(partition):
-                self.links[node] = _Link(node, target)
+                self.links[node] = _Link(node, target, partition)
         except BaseException:
             self.close()
             raise
@@ -294,13 +304,14 @@ def _request(address: str, target: FeedTarget, hello: dict) -> dict | None:
 
 def node_status(address: str, target: FeedTarget) -> dict:
     """What a node's feed server says of this epoch (see ``FeedServer.status``); ``{}`` if it does not answer."""
-    return _request(address, target, {"kind": "status", "feed": target.feed_id, "epoch": target.epoch}) or {}
+    return _request(address, target, {"kind": "status", "feed": target.feed_id, "epoch": target.epoch,
+                                      "split": target.split}) or {}
 
 
 def stall_report(target: FeedTarget, node: int, secs: float, partition: int) -> str:
     """What a stalled feeding task knows: the node that stopped taking rows, and every node's counts."""
     quota = target.plan.quota if target.plan else 0
-    lines = [f"The Spark feed stalled in epoch {target.epoch + 1}/{target.epochs}: node {node} "
+    lines = [f"The Spark feed stalled in {target.what}: node {node} "
              f"({target.addresses[node]}) took no rows for {target.stall_timeout:.0f}s or more while the task "
              f"feeding partition {partition} waited {secs:.0f}s to send it more (feed_stall_timeout="
              f"{target.stall_timeout:.0f}s)."]
@@ -320,6 +331,9 @@ def describe_status(status: dict, quota: int) -> str:
     """One node's line of a stall report."""
     if not status:
         return "its feed server does not answer (the TF process may be gone: see the driver's error)"
+    if status.get("split") == "validation":
+        return (f"received {status['received']:,} of its {quota:,} validation rows, written to its disk as they "
+                f"arrive (the last {status['idle_secs']:.0f}s ago); the TF process answers")
     reader = "its reader is waiting for rows" if status["reading"] else (
         f"its reader took no row for {status['idle_secs']:.0f}s" if status["took_any"] else
         f"its reader has not asked for any row since the node started {status['up_secs']:.0f}s ago")
@@ -350,8 +364,8 @@ def _feed_partition(target: FeedTarget, partition: int, send_all) -> dict:
 
 def _short_partition(target: FeedTarget, partition: int, got: int) -> FeedError:
     return FeedError(
-        f"partition {partition} had {got} rows in epoch {target.epoch + 1}, fewer than the "
-        f"{target.plan.fed_rows(partition)} it had when train() counted them: the data changed between epochs. "
+        f"partition {partition} had {got} rows in {target.what}, fewer than the {target.plan.fed_rows(partition)} "
+        "it had when train() counted them: the data changed after it was counted. "
         "Feed deterministic data (train() persists it; a non-deterministic source recomputed after an evicted "
         "block changes), or cache it yourself with df.cache() / rdd.cache() before train().")
 

@@ -3,7 +3,8 @@
 Rows arrive in chunks (an Arrow record batch from a DataFrame, a list of rows from an RDD). ``next_batch`` hands
 out rows as TensorFlowOnSpark did; ``dataset()`` turns whole chunks into tensors without a Python loop per row
 (for DataFrames) and yields exactly one epoch per iteration, so ``model.fit(feed.dataset(...), epochs=N)``
-works with ``cluster.train(data, num_epochs=N)``.
+works with ``cluster.train(data, num_epochs=N)``. ``dataset(split="validation")`` replays the node's share of
+``train(..., validation_data=val)`` from its disk (``tfos._feed.spool``) at every iteration.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import queue
 from typing import Any, Sequence
 
-from ..errors import FeedDataError
+from ..errors import ConfigError, FeedDataError
 from .intake import Chunk
 from .server import POLL, FeedServer
 
+# Seconds ``dataset(split="validation")`` waits for the node's validation share by default.
+VALIDATION_WAIT_SECS = 600.0
 _END = object()
 _PARTITION_END = object()  # the end of an inference partition: a batch ends there
 
@@ -100,7 +103,8 @@ class DataFeed:
         self._server.add_results(list(results))
 
     # ----- tf.data -------------------------------------------------------------------------------------
-    def dataset(self, output_signature: Any = None, label: str | int | None = None):
+    def dataset(self, output_signature: Any = None, label: str | int | None = None, split: str = "train",
+                timeout: float = VALIDATION_WAIT_SECS):
         """A ``tf.data.Dataset`` of this node's rows, one epoch per iteration, not auto-sharded.
 
         Args:
@@ -108,32 +112,47 @@ class DataFeed:
                 DataFrame schema (list columns become vectors) or from the first RDD row.
             label: a DataFrame column (or RDD row element index) to return as the label: rows become
                 ``(features, label)``, features being the single other column or a dict of them.
+            split: ``"train"`` (the rows of ``cluster.train(data, ...)``), or ``"validation"``: this node's
+                share of ``cluster.train(..., validation_data=val)``, the same rows in the same order at every
+                iteration (Keras iterates ``validation_data`` again at every epoch).
+            timeout: ``split="validation"`` only: seconds to wait for this node's validation share (the
+                driver feeds it once, before the first training epoch).
 
-        Every node gets the same number of rows per epoch (see ``TFCluster.train``), so a plain
-        ``model.fit(dataset.batch(global_batch), epochs=num_epochs)`` takes equal steps on all workers.
+        Every node gets the same number of rows per epoch (see ``TFCluster.train``), and the same number of
+        validation rows, so a plain ``model.fit(dataset.batch(global_batch), epochs=num_epochs,
+        validation_data=val_dataset.batch(global_batch))`` takes equal steps on all workers.
+
+        Raises:
+            ConfigError: an unknown ``split``, or ``"validation"`` when ``train()`` was given no validation data.
+            FeedError: the validation share did not arrive within ``timeout`` seconds.
+            FeedDataError: the feed ended before any row arrived.
         """
-        import tensorflow as tf
+        if split == "train":
+            first = self._peek()
+            if first is None:
+                raise FeedDataError("the feed ended before any row arrived: TFCluster.train() fed no data to this "
+                                    "node")
+            return _as_dataset(self._one_epoch, output_signature, label, first)
+        if split == "validation":
+            def replay():
+                return self._server.validation(timeout).chunks()
 
-        first = self._peek()
-        if first is None:
-            raise FeedDataError("the feed ended before any row arrived: TFCluster.train() fed no data to this node")
-        spec = output_signature or _infer_signature(first, label)
-        batched = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape], s.dtype), spec)
+            first = next(replay(), None)
+            if first is None:
+                raise FeedDataError("this node's validation share has no rows")
+            return _as_dataset(replay, output_signature, label, first)
+        raise ConfigError(f"feed.dataset(split={split!r}): split is 'train' or 'validation'")
 
-        def one_epoch():
-            count, quota = 0, None
-            while quota is None or count < quota:
-                chunk = self._take()
-                if chunk is _END or chunk is None:
-                    return
-                quota = chunk.quota
-                yield _to_tensors(chunk, spec, label)
-                count += chunk.rows
-
-        ds = tf.data.Dataset.from_generator(one_epoch, output_signature=batched).unbatch()
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return ds.with_options(options)
+    def _one_epoch(self):
+        """This epoch's training chunks (a node gets its epoch's quota, then the next iteration starts)."""
+        count, quota = 0, None
+        while quota is None or count < quota:
+            chunk = self._take()
+            if chunk is _END or chunk is None:
+                return
+            quota = chunk.quota
+            yield chunk
+            count += chunk.rows
 
     # ----- internals -------------------------------------------------------------------------------------
     def _next_chunk(self) -> Chunk | None:
@@ -173,6 +192,23 @@ class DataFeed:
             item = self._take()
             self._held = None if item is _END else item
         return self._held
+
+
+def _as_dataset(chunks, output_signature, label, first: Chunk):
+    """The tf.data view of ``chunks()`` (called anew at each iteration), its signature given or read off ``first``."""
+    import tensorflow as tf
+
+    spec = output_signature or _infer_signature(first, label)
+    batched = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape], s.dtype), spec)
+
+    def tensors():
+        for chunk in chunks():
+            yield _to_tensors(chunk, spec, label)
+
+    ds = tf.data.Dataset.from_generator(tensors, output_signature=batched).unbatch()
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)
 
 
 def _where(key) -> str:

@@ -1,5 +1,8 @@
 """The driver side of InputMode.SPARK: count rows, plan, and run the feeding and scoring jobs.
 
+A ``train()`` call with ``validation_data`` counts and plans both inputs before feeding anything, feeds the
+validation rows once (one job, split ``"validation"``: the nodes write them to disk), then the epochs.
+
 ``TFCluster.train`` and ``TFCluster.inference`` (classic and Spark Connect) delegate here. What the feed needs
 of a cluster is the small :class:`FeedBackend` protocol, nothing else.
 """
@@ -65,49 +68,99 @@ def partition_counts(cluster: FeedBackend, data, is_df: bool) -> list[int]:
     return [n for _, n in sorted(pairs)]
 
 
-def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float) -> None:
+class _Persisted:
+    """``data`` persisted (memory and disk) for its count and feeds, unless the user cached it already."""
+
+    def __init__(self, data) -> None:
+        self.cached = data.is_cached
+        if not self.cached:
+            from pyspark import StorageLevel
+
+            data = data.persist(StorageLevel.MEMORY_AND_DISK)  # counted once, read every epoch
+        self.data, self.is_df = data, is_dataframe(data)
+
+    def release(self) -> None:
+        if not self.cached:
+            self.data.unpersist()
+
+
+def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float, validation_data=None) -> None:
     """See ``TFCluster.train``."""
     if num_epochs < 0:
         raise ConfigError(f"num_epochs must be >= 0, got {num_epochs}")
     epochs = num_epochs or DEFAULT_EPOCHS
     context = cluster._feed_context()
-    is_df = is_dataframe(data)
-    cached = data.is_cached
-    if not cached:
-        from pyspark import StorageLevel
-
-        data = data.persist(StorageLevel.MEMORY_AND_DISK)  # counted once, read every epoch
+    nodes = len(context.addresses)
+    inputs: list[_Persisted] = []
     try:
-        counts = partition_counts(cluster, data, is_df)
-        plan = make_plan(counts, len(context.addresses))
+        inputs.append(_Persisted(data))
+        counts = partition_counts(cluster, inputs[0].data, inputs[0].is_df)
+        plan = make_plan(counts, nodes)
         if plan.quota == 0:
-            raise ConfigError(f"train() got {sum(counts)} rows for {len(context.addresses)} training nodes: each "
+            raise ConfigError(f"train() got {sum(counts)} rows for {nodes} training nodes: each "
                               "node needs at least one row per epoch")
+        validation = None
+        if validation_data is not None:  # counted and checked before anything is fed
+            if not hasattr(validation_data, "is_cached"):
+                raise ConfigError("validation_data must be an RDD or a DataFrame, got "
+                                  f"{type(validation_data).__name__}")
+            inputs.append(_Persisted(validation_data))
+            validation = _validation_plan(cluster, inputs[1], nodes)
         logger.info("feeding %d epoch(s) of %d rows in %d partitions: %d rows per node per epoch, %d rows per "
                     "epoch not fed (equal rows per node)", epochs, sum(counts), len(counts), plan.quota,
                     plan.dropped)
         settings = context.settings
         feed_id = secrets.token_hex(8)
+        if validation is not None:
+            _feed_validation(cluster, inputs[1], FeedTarget(
+                context.addresses, context.secret, validation, feed_id, 0, 1, settings.feed_chunk_rows,
+                feed_timeout, settings.feed_stall_timeout, split="validation", validation=True))
         for epoch in range(epochs):
             target = FeedTarget(context.addresses, context.secret, plan, feed_id, epoch, epochs,
-                                settings.feed_chunk_rows, feed_timeout, settings.feed_stall_timeout)
-            description = f"tfos: feed epoch {epoch + 1}/{epochs}"
-            if is_df:
-                fn = _spark.bind(feed.train_arrow, target)
-                rows = cluster._run_feed_job(lambda: data.mapInArrow(fn, "outcome string").collect(), description)
-                outcomes = [json.loads(r.outcome) for r in rows]
-            else:
-                fn = _spark.bind(feed.train_rows, target)
-                outcomes = [json.loads(r) for r in cluster._run_feed_job(lambda: data.mapPartitions(fn).collect(),
-                                                                          description)]
-            _check_stall(cluster, outcomes)
-            links = [link for o in outcomes for link in o["links"]]
-            if links and all(link == "stopped" for link in links):
+                                settings.feed_chunk_rows, feed_timeout, settings.feed_stall_timeout,
+                                validation=validation is not None)
+            if _feed_once(cluster, inputs[0], target, f"tfos: feed epoch {epoch + 1}/{epochs}"):
                 logger.info("the TF nodes terminated the feed during epoch %d", epoch + 1)
                 break
     finally:
-        if not cached:
-            data.unpersist()
+        for persisted in inputs:
+            persisted.release()
+
+
+def _validation_plan(cluster: FeedBackend, val: _Persisted, nodes: int):
+    """The equal-rows plan of ``validation_data``, fed once: every node gets ``rows // nodes`` of them."""
+    counts = partition_counts(cluster, val.data, val.is_df)
+    plan = make_plan(counts, nodes)
+    if plan.quota == 0:
+        raise ConfigError(f"train() got {sum(counts)} validation rows for {nodes} training nodes: each node needs "
+                          "at least one validation row (give more validation_data, or none)")
+    return plan
+
+
+def _feed_validation(cluster: FeedBackend, val: _Persisted, target: FeedTarget) -> None:
+    """Feeds the validation rows once; each node writes its share to its disk (it never waits for a reader)."""
+    plan = target.plan
+    logger.info("feeding %d validation rows in %d partitions: %d per node (%d not fed), once, before the first "
+                "epoch; each node keeps its share on its disk for every epoch's validation",
+                plan.quota * plan.nodes + plan.dropped, len(plan.routes), plan.quota, plan.dropped)
+    if _feed_once(cluster, val, target, "tfos: feed the validation data"):
+        logger.info("the TF nodes terminated the feed during the validation feed")
+
+
+def _feed_once(cluster: FeedBackend, persisted: _Persisted, target: FeedTarget, description: str) -> bool:
+    """Runs one feeding job (an epoch, or the validation data); True if every node said it takes no more rows."""
+    data = persisted.data
+    if persisted.is_df:
+        fn = _spark.bind(feed.train_arrow, target)
+        rows = cluster._run_feed_job(lambda: data.mapInArrow(fn, "outcome string").collect(), description)
+        outcomes = [json.loads(r.outcome) for r in rows]
+    else:
+        fn = _spark.bind(feed.train_rows, target)
+        outcomes = [json.loads(r) for r in cluster._run_feed_job(lambda: data.mapPartitions(fn).collect(),
+                                                                  description)]
+    _check_stall(cluster, outcomes)
+    links = [link for o in outcomes for link in o["links"]]
+    return bool(links) and all(link == "stopped" for link in links)
 
 
 def _check_stall(cluster: FeedBackend, outcomes: list[dict]) -> None:

@@ -10,7 +10,8 @@ payload. The channel is authenticated, not encrypted: rows travel in clear (see 
 
 Client -> server: HELLO (JSON), ARROW (an Arrow IPC stream of record batches, read as one), ROWS (a pickled
 list of rows), SPILL_ARROW and SPILL_ROWS (the same, for spill rows: see ``tfos._feed.plan``), END (no more
-rows on this connection). Server -> client: ACK (JSON), STOP (the node stopped taking data), STALLED (a
+rows on this connection). A train hello names its ``split``: ``"train"`` rows go to the node's bounded queue,
+``"validation"`` rows to a file on the node's disk (``tfos._feed.spool``). Server -> client: ACK (JSON), STOP (the node stopped taking data), STALLED (a
 feeding task found this ``train()`` call stalled; the report as text), RESULTS (pickled list), ERROR (text).
 """
 
@@ -167,3 +168,14 @@ def read_arrow(payload: bytearray):
     if len(batches) == 1:
         return batches[0]
     return pa.Table.from_batches(batches, reader.schema).combine_chunks().to_batches()[0]
+
+
+def decode(kind: bytes, payload) -> tuple[object, int, bool]:
+    """A data frame's rows: ``(record batch or list of rows, number of rows, is_arrow)``."""
+    if kind in (ARROW, SPILL_ARROW):
+        batch = read_arrow(payload)
+        return batch, batch.num_rows, True
+    if kind not in (ROWS, SPILL_ROWS):
+        raise ValueError(f"not a data frame: kind {kind!r}")
+    rows = pickle.loads(payload)
+    return rows, len(rows), False

@@ -3,7 +3,9 @@
 One thread per connection. Training rows go into the node's :class:`~tfos._feed.intake.Intake`: even chunks
 into a bounded FIFO (a full one stops the reading thread, so TCP pushes back on the Spark task and memory
 stays bounded whatever the partition size), spill chunks aside (see ``tfos._feed.plan``). Threads waiting for
-room are served in arrival order. Inference partitions are served one at a time: rows go to the inference
+room are served in arrival order. Validation rows (a hello with ``split="validation"``) never wait for the
+reader: they go to a file on the node's disk as they arrive (``tfos._feed.spool``), which
+``feed.dataset(split="validation")`` replays. Inference partitions are served one at a time: rows go to the inference
 queue, the TF side answers with ``batch_results``, and the results go back on the same connection in input
 order. Two small requests serve the feeding tasks' stall check: ``status`` (what this node received and
 took, and since when its reader took nothing) and ``stall`` (a task found the feed stalled: every task of
@@ -12,18 +14,23 @@ that ``train()`` call is told to stop, with the reason).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import logging
-import pickle
+import os
 import queue
+import shutil
 import socket
+import tempfile
 import threading
 import time
 
-from ..errors import AuthenticationError
+from .._node import ERROR_FILE_ENV
+from ..errors import AuthenticationError, ConfigError, FeedError
 from . import protocol as p
 from .intake import Chunk, Intake
+from .spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +58,12 @@ class FeedServer:
         sock: a bound TCP socket (the supervisor reserved its port).
         secret: the cluster's secret.
         max_chunks: training chunks queued before readers block (back-pressure), and inference chunks.
+        spool_parent: where the validation split's directory is made; by default the node's work directory
+            (the supervisor removes it even if the TF process is killed), else the system's temp directory.
     """
 
-    def __init__(self, sock: socket.socket, secret: str, max_chunks: int = 16) -> None:
+    def __init__(self, sock: socket.socket, secret: str, max_chunks: int = 16, spool_parent: str | None = None
+                 ) -> None:
         self._sock = sock
         self._secret = secret
         self._cond = threading.Condition()  # guards the intake and everything below it
@@ -62,6 +72,11 @@ class FeedServer:
         self._readers = 0  # reader calls waiting in take()
         self._train_conns = 0
         self._stalled: dict[str, str] = {}  # train() calls a feeding task found stalled, with the report
+        self._calls: dict[str, bool] = {}  # train() calls (feed ids) in the order seen: whether each has validation
+        self._spools: dict[str, Spool] = {}  # the latest call's validation split (older ones are removed)
+        self._spool_parent = spool_parent
+        self._spool_dir: str | None = None
+        self._spool_serial = 0
         self._started = self._last_take = time.monotonic()
         self._took_any = False
         self.infer_q: queue.Queue = queue.Queue(max_chunks)
@@ -118,7 +133,7 @@ class FeedServer:
                 with self._infer_lock:
                     self._serve_infer(conn)
             elif mode == "status":
-                p.send_json(conn, p.ACK, self.status(_key(hello)))
+                p.send_json(conn, p.ACK, self.status(_key(hello), str(hello.get("split", "train"))))
             elif mode == "stall":
                 self.mark_stalled(str(hello.get("feed", "")), str(hello.get("reason", "")))
                 p.send_json(conn, p.ACK, {})
@@ -150,6 +165,12 @@ class FeedServer:
     def _serve_train(self, conn: socket.socket, hello: dict) -> None:
         feed, key = str(hello.get("feed", "")), _key(hello)
         with self._cond:
+            self._calls.setdefault(feed, bool(hello.get("validation")))
+            self._cond.notify_all()  # a reader of the validation split may wait to learn there is none
+        if hello.get("split", "train") == "validation":
+            self._serve_validation(conn, hello, feed)
+            return
+        with self._cond:
             self._intake.open(key, int(hello.get("even", hello.get("quota", 0))))
             self._train_conns += 1
         try:
@@ -169,7 +190,7 @@ class FeedServer:
                 break
             verdict = verdict or self._verdict(feed)
             if verdict is None:
-                data, rows, is_arrow = self._decode(kind, payload)
+                data, rows, is_arrow = p.decode(kind, payload)
                 chunk = Chunk(data, rows, hello["epoch"], hello["quota"], is_arrow, key=key,
                               spill=kind in (p.SPILL_ROWS, p.SPILL_ARROW))
                 if self._put(chunk, feed):
@@ -205,6 +226,78 @@ class FeedServer:
                 self._putters.remove(me)
                 self._cond.notify_all()
 
+    # ----- validation rows ---------------------------------------------------------------------------------
+    def _serve_validation(self, conn: socket.socket, hello: dict, feed: str) -> None:
+        """Writes the connection's frames to the call's split file as they come (never waiting for a reader);
+        at END, counts them and answers. A stop or stall verdict drops them and drains the connection."""
+        spool, token = self._spool(feed, int(hello.get("quota", 0))), object()
+        verdict = self._verdict(feed)
+        p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
+        try:
+            while True:
+                kind, payload = p.recv_frame(conn)
+                if kind == p.END:
+                    break
+                if verdict is None:
+                    verdict = self._verdict(feed)
+                    if verdict is not None:
+                        p.send_frame(conn, *verdict)
+                        continue
+                    spool.append(token, kind, payload, p.decode(kind, payload)[1])
+        except BaseException:
+            spool.discard(token)
+            raise
+        if verdict is not None:
+            spool.discard(token)
+            return
+        rows = spool.commit(token, int(hello.get("partition", -1)))
+        with self._cond:
+            self._cond.notify_all()
+        p.send_json(conn, p.ACK, {"rows": rows})
+
+    def _spool(self, feed: str, quota: int) -> Spool:
+        """The split file of call ``feed``, made at its first validation connection (the previous one removed)."""
+        with self._cond:
+            spool = self._spools.get(feed)
+            if spool is None:
+                for old in self._spools.values():
+                    old.remove()
+                self._spools.clear()
+                if self._spool_dir is None:
+                    self._spool_dir = tempfile.mkdtemp(prefix="tfos-validation-", dir=self._spool_parent or
+                                                       _work_dir())
+                    atexit.register(shutil.rmtree, self._spool_dir, True)
+                self._spool_serial += 1
+                path = os.path.join(self._spool_dir, f"split-{self._spool_serial}.frames")
+                spool = self._spools[feed] = Spool(path, quota)
+            return spool
+
+    def validation(self, timeout: float) -> Spool:
+        """The latest ``train()`` call's validation split, once all of this node's share arrived.
+
+        Raises:
+            ConfigError: that call has no validation data.
+            FeedError: the share did not arrive within ``timeout`` seconds, or the feed was terminated first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                feed = next(reversed(self._calls), None)
+                spool = self._spools.get(feed)
+                if spool is not None and spool.complete:
+                    return spool
+                if spool is None and feed is not None and not self._calls[feed]:
+                    raise ConfigError(
+                        "feed.dataset(split='validation'): this train() call has no validation data. Pass it to "
+                        "the driver's call: cluster.train(data, num_epochs, validation_data=val_data).")
+                if self.terminating.is_set():
+                    raise FeedError("feed.dataset(split='validation'): the feed was terminated (feed.terminate()) "
+                                    "before this node's validation share arrived")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FeedError(_late_split(spool, timeout))
+                self._cond.wait(min(left, 1.0))
+
     def take(self, timeout: float) -> Chunk | None:
         """The next training chunk, waiting up to ``timeout`` seconds; None if none came."""
         deadline = time.monotonic() + timeout
@@ -233,9 +326,15 @@ class FeedServer:
         with self._cond:
             return self._intake.queued()
 
-    def status(self, key) -> dict:
+    def status(self, key, split: str = "train") -> dict:
         """What a stalled feeding task reports about this node (JSON data)."""
         with self._cond:
+            spool = self._spools.get(key[0]) if split == "validation" else None
+            if spool is not None:  # nothing waits for a reader: "idle" is the time since the last write
+                return {"split": split, "received": spool.received, "committed": spool.rows,
+                        "connections": self._train_conns, "terminated": self.terminating.is_set(),
+                        "idle_secs": round(time.monotonic() - spool.last_write, 1),
+                        "up_secs": round(time.monotonic() - self._started, 1)}
             return {
                 "received": self._intake.received[key], "taken": self._intake.taken[key],
                 "queued": self._intake.queued(), "capacity": self._intake.capacity,
@@ -263,13 +362,6 @@ class FeedServer:
                 continue
         return False
 
-    def _decode(self, kind: bytes, payload: bytearray) -> tuple[object, int, bool]:
-        if kind in (p.ARROW, p.SPILL_ARROW):
-            batch = p.read_arrow(payload)
-            return batch, batch.num_rows, True
-        rows = pickle.loads(payload)
-        return rows, len(rows), False
-
     def _serve_infer(self, conn: socket.socket) -> None:
         rows = 0
         with self._results_ready:
@@ -278,7 +370,7 @@ class FeedServer:
             kind, payload = p.recv_frame(conn)
             if kind == p.END:
                 break
-            data, n, is_arrow = self._decode(kind, payload)
+            data, n, is_arrow = p.decode(kind, payload)
             rows += n
             if not self._put_infer(Chunk(data, n, is_arrow=is_arrow)):
                 p.send_frame(conn, p.STOP)
@@ -319,6 +411,28 @@ class FeedServer:
             self._sock.close()
         except OSError:
             pass
+        with self._cond:
+            for spool in self._spools.values():
+                spool.remove()
+            self._spools.clear()
+            if self._spool_dir is not None:
+                shutil.rmtree(self._spool_dir, ignore_errors=True)
+
+
+def _work_dir() -> str | None:
+    """The node's work directory (where the supervisor has the TF process write its error file), if any."""
+    error_file = os.environ.get(ERROR_FILE_ENV)
+    parent = os.path.dirname(error_file) if error_file else ""
+    return parent if parent and os.path.isdir(parent) else None
+
+
+def _late_split(spool: Spool | None, timeout: float) -> str:
+    got = (f"{spool.rows:,} of its {spool.quota:,} validation rows arrived" if spool is not None
+           else "no train() call has fed this node yet")
+    return (f"feed.dataset(split='validation'): this node's validation share did not arrive within {timeout:.0f}s "
+            f"({got}). train() feeds the validation data before the first training epoch: the driver may not "
+            "have called train() yet, or is still counting the rows; pass a larger timeout= to feed.dataset() "
+            "if the data takes longer to compute.")
 
 
 def _key(hello: dict) -> tuple[str, int]:

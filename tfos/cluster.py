@@ -24,10 +24,11 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _attempt, _keras, _pickle, _spark
+from . import _attempt, _keras, _memory, _pickle, _spark
 from ._attempt import Attempt
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
+from ._node.environment import user_env_names
 from ._node.spark_task import local_address_towards
 from ._node.supervisor import LaunchSpec
 from ._restart import decide, default_backup_dir
@@ -433,7 +434,9 @@ class TFCluster:
                 if ended_early and not state.finished() and not state.training_done():
                     text = attempt.job.error_text() or "the Spark job running the TF nodes ended before they did"
                     state.abort(NodeFailure(-1, "spark job", time=time.time(),
-                                            message=f"the Spark stage running the TF nodes failed: {text}"))
+                                            message=_memory.with_hint(
+                                                f"the Spark stage running the TF nodes failed: {text}",
+                                                self._config.spec.memory_note)))
                 self._check_restarted(attempt)
                 if lost or state.phase is Phase.FAILED:
                     attempt.server.changed.notify_all()
@@ -667,6 +670,7 @@ def run(
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs != "0", forward_all=config.forward_logs == "all",
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
+    spark_conf = _spark.all_conf(sc)
         extra_env=s3a_env(_spark.hadoop_conf(sc, S3A_SETTINGS)),
         backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
         preimport=modules_for(config.preimport, map_fun, legacy),
@@ -680,6 +684,8 @@ def run(
                 cluster_id, num_executors, template, slots, first.server.address, config)
     cluster = TFCluster(sc, run_config, first)
     threading.Thread(target=cluster._monitor, name=f"tfos-monitor-{cluster_id}", daemon=True).start()
+        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
+        memory_note=_memory.launch_memory(spark_conf, config.node_memory_mb, logger.warning),
     try:
         cluster._await_reservations(config.reservation_timeout)
     except BaseException:

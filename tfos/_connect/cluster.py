@@ -25,6 +25,8 @@ import time
 from typing import Any, Callable, Sequence
 
 from .. import _keras
+from .._memory import launch_memory, with_hint
+from .._node.environment import user_env_names
 from .._node.supervisor import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
 from .._preimport import modules_for
@@ -271,7 +273,7 @@ class ConnectCluster:
         """The node stage's rows by worker_num; a failed stage becomes a ClusterFailedError."""
         if self._job.error is not None:
             self._closed = True
-            self._failures = [stage_failure(self._job.error_text())]
+            self._failures = [stage_failure(self._job.error_text(), self._config.spec.memory_note)]
             raise ClusterFailedError(self._failures, context) from self._job.error
         rows = sorted((json.loads(r.summary) for r in self._job.results or []), key=lambda r: r["worker_num"])
         if not rows or rows[0]["worker_num"] != 0:
@@ -380,6 +382,7 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
         legacy_keras=legacy, heartbeat_interval=config.heartbeat_interval,
         reservation_timeout=config.reservation_timeout, stop_grace_secs=config.stop_grace_secs,
+    spark_conf = connect.all_conf(spark)
         log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
         gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
         preimport=modules_for(config.preimport, map_fun, legacy),
@@ -390,6 +393,8 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
                 num_executors, template, config)
     from .._spark import bind
+        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
+        memory_note=launch_memory(spark_conf, config.node_memory_mb, logger.warning),
 
     fn = bind(node_batches, cspec)
     job = connect.background_job(
@@ -418,7 +423,7 @@ def user_tls_material(settings: Settings) -> tuple[bytes, bytes] | None:
     return server_material(settings, "")
 
 
-def stage_failure(text: str) -> NodeFailure:
+def stage_failure(text: str, memory_note: str = "") -> NodeFailure:
     """The failure of a node stage that Spark failed (a task's Python worker crashed, an executor was lost).
 
     Spark names the barrier task that failed first (``ResultTask(stage, partition)``): partition ``i`` is node
@@ -426,7 +431,7 @@ def stage_failure(text: str) -> NodeFailure:
     """
     match = re.search(r"barrier task ResultTask\(\d+, (\d+)\)", text)
     node = int(match.group(1)) if match else -1
-    short = text.split("\n\tat ", 1)[0].strip()
+    short = with_hint(text.split("\n\tat ", 1)[0].strip(), memory_note)
     which = f" because the Spark task of node {node} ended unsuccessfully" if match else ""
     return NodeFailure(node, "" if match else "spark job", time=time.time(), message=(
         f"the Spark stage running the TF nodes failed{which}: {short}\nUnder Spark Connect node 0 (worker_num 0, "

@@ -661,6 +661,7 @@ def run(
     slots = _spark.check_placement(sc, spark_nodes, config.slot_wait_timeout)
     host = config.control_host or _spark.conf(sc, "spark.driver.host") or local_address_towards("8.8.8.8:53")
     cluster_id = secrets.token_hex(8)
+    spark_conf = _spark.all_conf(sc)
     base = LaunchSpec(
         cluster_id=cluster_id, control_address="", secret="", template=template,
         fn=fn_bytes, args=args_bytes, default_fs=_spark.default_fs(sc), working_dir=os.getcwd(),
@@ -670,11 +671,12 @@ def run(
         stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
         forward_logs=config.forward_logs != "0", forward_all=config.forward_logs == "all",
         gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
-    spark_conf = _spark.all_conf(sc)
         extra_env=s3a_env(_spark.hadoop_conf(sc, S3A_SETTINGS)),
         backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
         preimport=modules_for(config.preimport, map_fun, legacy),
         feed_queue_chunks=config.feed_queue_chunks,
+        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
+        memory_note=_memory.launch_memory(spark_conf, config.node_memory_mb, logger.warning),
     )
     driver_ps = num_ps if driver_ps_nodes else 0
     first = _attempt.launch(sc, base, 0, config, host, spark_nodes, driver_ps)
@@ -684,8 +686,6 @@ def run(
                 cluster_id, num_executors, template, slots, first.server.address, config)
     cluster = TFCluster(sc, run_config, first)
     threading.Thread(target=cluster._monitor, name=f"tfos-monitor-{cluster_id}", daemon=True).start()
-        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
-        memory_note=_memory.launch_memory(spark_conf, config.node_memory_mb, logger.warning),
     try:
         cluster._await_reservations(config.reservation_timeout)
     except BaseException:

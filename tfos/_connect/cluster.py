@@ -376,25 +376,25 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
     args_bytes = _pickle(tf_args, "tf_args", "")
     legacy = _keras.choose(config.legacy_keras, map_fun, _keras.script_source(tf_args)) == _keras.TF_KERAS
     connect.check_placement(spark, num_executors, config.slot_wait_timeout)
+    spark_conf = connect.all_conf(spark)
     spec = LaunchSpec(
         cluster_id=secrets.token_hex(8), control_address="", secret=secrets.token_hex(32), template=template,
         fn=fn_bytes, args=args_bytes, default_fs=connect.default_fs(spark), working_dir=os.getcwd(),
         log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
         legacy_keras=legacy, heartbeat_interval=config.heartbeat_interval,
         reservation_timeout=config.reservation_timeout, stop_grace_secs=config.stop_grace_secs,
-    spark_conf = connect.all_conf(spark)
         log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
         gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
         preimport=modules_for(config.preimport, map_fun, legacy),
         feed_queue_chunks=config.feed_queue_chunks,
+        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
+        memory_note=launch_memory(spark_conf, config.node_memory_mb, logger.warning),
     )
     cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout,
                         tls=config.control_tls or bool(config.control_tls_cert), tls_material=user_tls_material(config))
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
                 num_executors, template, config)
     from .._spark import bind
-        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
-        memory_note=launch_memory(spark_conf, config.node_memory_mb, logger.warning),
 
     fn = bind(node_batches, cspec)
     job = connect.background_job(

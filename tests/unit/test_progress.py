@@ -116,12 +116,12 @@ def test_display_writes_to_its_stream_and_survives_a_failing_source():
 
 
 def test_output_pump_prints_redrawn_lines_as_shown_and_sees_partial_progress():
-    from tfos._node.supervisor import _OutputPump
+    from tfos._node.launcher import OutputPump
 
     data = (b"Epoch 1/3\n 1/10 [>....]\b\b\b\b\r 5/10 [==>..]\b\b\r10/10 [=====] - 1s\n"
             b"Epoch 2/3\n\b\b\r 3/10 [=>...]")
     sink = io.StringIO()
-    pump = _OutputPump(io.BufferedReader(io.BytesIO(data)), "worker:0", keep=10, forward=True, sink=sink)
+    pump = OutputPump(io.BufferedReader(io.BytesIO(data)), "worker:0", keep=10, forward=True, sink=sink)
     pump.run()
     assert sink.getvalue().splitlines() == ["[worker:0] Epoch 1/3", "[worker:0] 10/10 [=====] - 1s",
                                             "[worker:0] Epoch 2/3", "[worker:0]  3/10 [=>...]"]

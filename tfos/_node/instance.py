@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from ..errors import NodeFailure, PlacementError
 from . import ERROR_FILE_ENV
 from .environment import node_threads, tf_process_env
 from .gpus import GpuClaim, claim_gpus, visible_devices
-from .supervisor import _OutputPump, _describe_exit, _read_error_file, _stop_process_group
+from .launcher import describe_exit, read_error_file, spawn
 
 RESULT_FILE_ENV = "TFOS_RESULT_FILE"
 # Three days, as TFCluster.shutdown: every instance ends, or is killed, within this.
@@ -154,38 +152,24 @@ def _run_instance(spec: InstanceSpec, where: _Where, gpus: str | None, gpu_env: 
                 "defaultFS": spec.default_fs, "working_dir": spec.working_dir, "host": where.host,
                 "spark_executor_id": where.executor_id},
     }
-    proc = subprocess.Popen([sys.executable, "-m", "tfos._node.child"], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            cwd=os.getcwd())
-    pump = _OutputPump(proc.stdout, f"instance:{worker_num}", spec.log_tail_lines)
-    pump.start()
+    child = spawn(env, f"instance:{worker_num}", spec.log_tail_lines)
+    child.send(payload)
     try:
-        assert proc.stdin is not None  # a pipe (for mypy)
-        proc.stdin.write(pickle.dumps(payload))
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # the child died at once; its exit status tells why
-    timed_out = False
-    try:
-        proc.wait(timeout=spec.timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        timed_out = not child.wait(spec.timeout)
     finally:
-        if proc.poll() is None:
-            _stop_process_group(proc, spec.stop_grace_secs)
-        pump.join(timeout=5)
-    code = proc.returncode
+        child.finish(spec.stop_grace_secs)
+    code = child.returncode
     if code == 0 and not timed_out:
         if os.path.exists(result_file):
             with open(result_file, "rb") as f:
                 return _report(where, result=f.read())
         return _report(where)
-    record = _read_error_file(error_file)
+    record = read_error_file(error_file)
     message = (f"did not finish within timeout={spec.timeout:.0f}s and was stopped" if timed_out
-               else record.get("message") or _describe_exit(code))
+               else record.get("message") or describe_exit(code))
     return _report(where, NodeFailure(
         worker_num, f"instance:{worker_num}", where.host, where.executor_id, record.get("time", time.time()),
         exit_code=code if code is not None and code >= 0 else None,
         signal=-code if code is not None and code < 0 else None,
-        message=message, traceback=record.get("traceback", ""), log_tail="\n".join(pump.tail),
+        message=message, traceback=record.get("traceback", ""), log_tail="\n".join(child.pump.tail),
     ))

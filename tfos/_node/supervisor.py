@@ -8,20 +8,16 @@ never changed.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
-import json
 import logging
 import os
-import pickle
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Callable, Mapping
 
@@ -29,11 +25,11 @@ from ..errors import NodeFailure
 from .._control.client import ClusterAborted, ControlClient
 from .._control.reservation import ABORT, STOP, NodeInfo
 from . import ERROR_FILE_ENV, PROGRESS_FILE_ENV
-from .._progress import OutputProgress, last_segment, read_progress_file
 from .chatter import is_chatter
 from .environment import node_threads, tf_process_env
 from .._memory import failure_hint, looks_like_memory
 from .gpus import GpuClaim, claim_gpus
+from .launcher import TFChild, describe_exit, progress_file, read_error_file, read_progress, spawn, stop_process_group
 from .tf_config import role_of, tf_config_json
 
 logger = logging.getLogger(__name__)
@@ -155,90 +151,6 @@ def child_env(base: Mapping[str, str], spec: LaunchSpec, place: NodePlace, tf_co
                           tfos_vars=tfos_vars, extra=spec.extra_env)
 
 
-# Output lines waiting for the next heartbeat to the driver; older ones are dropped (and counted) beyond this.
-FORWARD_BUFFER = 2000
-
-
-class _OutputPump(threading.Thread):
-    """Copies the child's output lines to this process's stderr with a ``[worker:1]`` prefix; keeps a tail
-    for failure reports and, when forwarding, the lines not yet sent to the driver.
-
-    Output is read as it comes, not line by line, so that a progress bar redrawn in place (Keras writes
-    ``\\r12/100 [===>...]`` without a newline until the epoch ends) still shows progress; a line is printed as
-    a terminal would show it (after its last carriage return).
-    """
-
-    def __init__(self, stream, prefix: str, keep: int, forward: bool = False, sink=None, skip=None) -> None:
-        super().__init__(name=f"tfos-output-{prefix}", daemon=True)
-        self.stream = stream
-        self.prefix = prefix
-        self.tail: collections.deque[str] = collections.deque(maxlen=keep)
-        self.forward = forward
-        self.skip = skip  # lines not forwarded to the driver (they still reach the executor log and the tail)
-        self.unsent: collections.deque[str] = collections.deque(maxlen=FORWARD_BUFFER)
-        self.dropped = 0
-        self.sink = sink or sys.stderr
-        self.progress = OutputProgress()
-
-    def drain(self) -> dict:
-        """The lines for the driver since the last call (``{}`` when there are none)."""
-        lines = []
-        while self.unsent:
-            lines.append(self.unsent.popleft())
-        dropped, self.dropped = self.dropped, 0
-        return {"lines": lines, "dropped": dropped} if lines or dropped else {}
-
-    def run(self) -> None:
-        pending = b""
-        read = getattr(self.stream, "read1", self.stream.read)
-        while True:
-            chunk = read(65536)
-            if not chunk:
-                break
-            *lines, pending = (pending + chunk).split(b"\n")
-            for raw in lines:
-                self._line(raw.decode(errors="replace"))
-            if b"\r" in pending:  # a line redrawn in place: only its last version matters
-                pending = pending[pending.rindex(b"\r"):]
-            if pending:
-                self.progress.saw(pending.decode(errors="replace"), complete=False)
-        if pending:
-            self._line(pending.decode(errors="replace"))
-        self.stream.close()
-
-    def _line(self, raw: str) -> None:
-        self.progress.saw(raw, complete=True)
-        line = last_segment(raw) if "\r" in raw or "\b" in raw else raw.rstrip("\n")
-        self.tail.append(line)
-        if self.forward and not (self.skip and self.skip(line)):
-            if len(self.unsent) == FORWARD_BUFFER:
-                self.dropped += 1
-            self.unsent.append(line)
-        try:
-            self.sink.write(f"[{self.prefix}] {line}\n")
-            self.sink.flush()
-        except (OSError, ValueError):
-            pass
-
-
-def _stop_process_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM the child's process group, then SIGKILL what is left after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # grandchildren the user's code left behind in the group
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def tensorboard_node(template: Mapping[str, list]) -> int:
     """The node that runs TensorBoard: the chief (or master), else worker 0."""
     for job in ("chief", "master", "worker"):
@@ -260,19 +172,6 @@ def start_tensorboard(log_dir: str, host: str) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     return proc, port
-
-
-def progress_file(error_file: str) -> str:
-    """Where the TF process writes ``ctx.report_progress`` (beside its error file)."""
-    return os.path.join(os.path.dirname(error_file), "progress.json")
-
-
-def _read_error_file(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 SPARK_MODE = 1  # cluster.InputMode.SPARK
@@ -336,8 +235,7 @@ class _Node:
         self.workdir = tempfile.mkdtemp(prefix=f"tfos-node{place.worker_num}-")
         self.error_file = os.path.join(self.workdir, "error.json")
         self.gpus: GpuClaim | None = None
-        self.proc: subprocess.Popen | None = None
-        self.pump: _OutputPump | None = None
+        self.child: TFChild | None = None
         self.log_dir = spec.log_dir
         if spec.tensorboard and place.worker_num == tensorboard_node(spec.template):
             # TensorFlowOnSpark's default: a directory in the executor's working directory.
@@ -362,27 +260,18 @@ class _Node:
         keep = [] if self.spec.release_port else [self.sock.fileno()]
         if self.feed_sock is not None:
             keep.append(self.feed_sock.fileno())
-        command = [sys.executable, "-m", "tfos._node.child", "--parent", str(os.getpid())]
-        if self.spec.preimport and tf_config is None:
-            command += ["--preimport", ",".join(self.spec.preimport)]
-        self.proc = subprocess.Popen(
-            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=keep, start_new_session=True, cwd=os.getcwd(),
-        )
         # Everything the TF process prints reaches the executor log; the driver gets it without TensorFlow's C++
         # start-up chatter (tfos._node.chatter) unless forward_logs=all or the user set TF_CPP_MIN_LOG_LEVEL.
         everything = self.spec.forward_all or "TF_CPP_MIN_LOG_LEVEL" in os.environ
         cpu_only = env.get("CUDA_VISIBLE_DEVICES") == "" or shutil.which("nvidia-smi") is None
-        self.pump = _OutputPump(self.proc.stdout, self.role, self.spec.log_tail_lines, forward=self.spec.forward_logs,
-                                skip=None if everything else functools.partial(is_chatter, cpu_only=cpu_only))
-        self.pump.start()
+        self.child = spawn(env, self.role, self.spec.log_tail_lines, forward=self.spec.forward_logs,
+                           skip=None if everything else functools.partial(is_chatter, cpu_only=cpu_only),
+                           pass_fds=keep, preimport=self.spec.preimport if tf_config is None else ())
 
     def close(self) -> None:
         """Stops a TF process still running (the node never got its spec) and releases everything."""
-        if self.proc is not None and self.proc.poll() is None:
-            _stop_process_group(self.proc, min(self.spec.stop_grace_secs, 3))
-        if self.pump is not None:
-            self.pump.join(timeout=5)
+        if self.child is not None:
+            self.child.finish(min(self.spec.stop_grace_secs, 3))
         self.sock.close()
         if self.feed_sock is not None:
             self.feed_sock.close()
@@ -400,7 +289,7 @@ def _supervise(node: _Node, client: ControlClient, cluster_spec, summary, on_sta
         return _run_child(node, client, cluster_spec, summary, on_started, board, progress)
     finally:
         if board is not None:
-            _stop_process_group(board, 2.0)
+            stop_process_group(board, 2.0)
 
 
 def _claim_gpus(spec: LaunchSpec, place: NodePlace, job_name: str, role: str) -> GpuClaim | None:
@@ -433,32 +322,25 @@ def _run_child(node: _Node, client, cluster_spec, summary, on_started, board, pr
         "feed_queue_chunks": spec.feed_queue_chunks, "keras3": not spec.legacy_keras,
         "env": {"TF_CONFIG": tf_config},
     }
-    if node.proc is None:
+    if node.child is None:
         node.start_process(tf_config)
-    proc, pump = node.proc, node.pump
-    try:
-        proc.stdin.write(pickle.dumps(payload))
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # the child died at once; its exit status tells why
+    child = node.child
+    child.send(payload)
     node.sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
     if node.feed_sock is not None:
         node.feed_sock.close()  # the child serves the feed on its own copy
     if on_started is not None:
-        on_started({"worker_num": place.worker_num, "role": summary["role"], "pid": proc.pid})
+        on_started({"worker_num": place.worker_num, "role": summary["role"], "pid": child.pid})
     try:
-        ended_by, reason = _watch(proc, client, place.worker_num, spec, progress, place.watch_pid, pump,
-                                  progress_file(node.error_file))
+        ended_by, reason = _watch(child, client, place.worker_num, spec, progress, place.watch_pid, node.error_file)
     finally:
-        if proc.poll() is None:
-            _stop_process_group(proc, spec.stop_grace_secs)
-        pump.join(timeout=5)
+        child.finish(spec.stop_grace_secs)
     if spec.forward_logs:
-        client.heartbeat(place.worker_num, pump.drain())  # the last lines, before the exit report
-    return _report(spec, place, client, proc.returncode, ended_by, reason, node.error_file, pump, summary, board)
+        client.heartbeat(place.worker_num, child.pump.drain())  # the last lines, before the exit report
+    return _report(spec, place, client, child.returncode, ended_by, reason, node.error_file, child, summary, board)
 
 
-def _report(spec, place, client, code, ended_by, reason, error_file, pump, summary, board) -> dict:
+def _report(spec, place, client, code, ended_by, reason, error_file, child, summary, board) -> dict:
     role = summary["role"]
     summary["exit_code"] = code
     if ended_by == STOP or (code == 0 and ended_by is None):
@@ -467,8 +349,8 @@ def _report(spec, place, client, code, ended_by, reason, error_file, pump, summa
         if board is not None and ended_by is None:
             _serve_until_stopped(client, place.worker_num, spec)
         return summary
-    record = _read_error_file(error_file)
-    tail = "\n".join(pump.tail)
+    record = read_error_file(error_file)
+    tail = "\n".join(child.pump.tail)
     if ended_by == EXECUTOR_LOST:
         failure = NodeFailure(place.worker_num, role, place.host, place.executor_id, time.time(),
                               message=f"{reason}. If its container was killed for memory (the usual cause on YARN "
@@ -481,7 +363,7 @@ def _report(spec, place, client, code, ended_by, reason, error_file, pump, summa
                               message=f"stopped because the cluster failed ({reason})", secondary=True)
         summary["outcome"] = "aborted"
     else:
-        message = record.get("message") or _describe_exit(code)
+        message = record.get("message") or describe_exit(code)
         traceback = record.get("traceback", "")
         if code == -signal.SIGKILL or looks_like_memory("\n".join((message, traceback, tail))):
             message = f"{message}\n{memory_hint(spec)}"  # a SIGKILL tfos did not send: the OOM killer's mark
@@ -513,18 +395,6 @@ def _serve_until_stopped(client: ControlClient, worker_num: int, spec: LaunchSpe
         time.sleep(spec.heartbeat_interval)
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown signal"
-        return f"the TF process was killed by signal {-code} ({name})"
-    if code == 70:
-        return "the TF process exited because its supervisor went away"
-    return f"the TF process exited with code {code} without a Python traceback (a crash in native code?)"
-
-
 def _alive(pid: int) -> bool:
     import psutil
 
@@ -534,32 +404,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _watch(proc: subprocess.Popen, client: ControlClient, worker_num: int, spec: LaunchSpec, progress: dict,
-           watch_pid: int | None = None, pump: _OutputPump | None = None, reported: str | None = None
-           ) -> tuple[str | None, str]:
+def _watch(child: TFChild, client: ControlClient, worker_num: int, spec: LaunchSpec, progress: dict,
+           watch_pid: int | None = None, error_file: str | None = None) -> tuple[str | None, str]:
     """Waits for the child, heartbeating; returns ``(None, "")`` when it ended by itself, else the command.
 
     Each heartbeat carries the node's progress: ``progress`` (TensorBoard's port), what the output showed
-    (activity, last line, Keras epoch/step), what ``ctx.report_progress`` wrote to ``reported``, and the output
-    lines not yet forwarded.
+    (activity, last line, Keras epoch/step), what ``ctx.report_progress`` wrote (beside ``error_file``), and the
+    output lines not yet forwarded.
     """
     next_beat = 0.0
     while True:
-        try:
-            proc.wait(timeout=0.1)
+        if child.wait(0.1):
             return None, ""
-        except subprocess.TimeoutExpired:
-            pass
         now = time.monotonic()
         if now >= next_beat:
-            seen = pump.progress.snapshot() if pump else {}
-            beat = {**progress, **seen, **read_progress_file(reported), **(pump.drain() if pump else {})}
+            reported = read_progress(error_file) if error_file else {}
+            beat = {**progress, **child.pump.progress.snapshot(), **reported, **child.pump.drain()}
             command, reason = client.heartbeat(worker_num, beat)
             next_beat = now + spec.heartbeat_interval
             if watch_pid and not _alive(watch_pid):
-                _stop_process_group(proc, min(spec.stop_grace_secs, 3))
+                child.stop(min(spec.stop_grace_secs, 3))
                 return EXECUTOR_LOST, f"its Spark executor (pid {watch_pid}) exited; the TF process was stopped"
             if command in (ABORT, STOP):
                 logger.info("node %s: driver says %s (%s)", worker_num, command, reason)
-                _stop_process_group(proc, spec.stop_grace_secs if command == STOP else min(spec.stop_grace_secs, 3))
+                child.stop(spec.stop_grace_secs if command == STOP else min(spec.stop_grace_secs, 3))
                 return command, reason

@@ -26,10 +26,11 @@ from concurrent import futures
 import grpc
 
 from .._control.reservation import Phase, Reservation
-from .._control.server import METHODS, SERVICE, ControlServicer, _SecretInterceptor, decode, encode
+from .._control.rpc import Channel, Peer
+from .._control.server import METHODS, SERVICE, ControlServicer, SecretInterceptor, decode, encode
 from .._control.tls import self_signed
 from .._node.supervisor import LaunchSpec
-from ..errors import ControlPlaneError, NodeFailure
+from ..errors import NodeFailure
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class ControlHost:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max(16, 2 * len(self.reservation.expected) + 4),
                                        thread_name_prefix="tfos-connect-control"),
-            interceptors=[_SecretInterceptor(launch.secret)], options=[("grpc.so_reuseport", 0)],
+            interceptors=[SecretInterceptor(launch.secret)], options=[("grpc.so_reuseport", 0)],
         )
         self._server.add_generic_rpc_handlers((
             _handlers(SERVICE, self.servicer, METHODS),
@@ -208,6 +209,13 @@ def _handlers(service: str, target, names) -> grpc.GenericRpcHandler:
     })
 
 
+def node0_peer(address: str) -> Peer:
+    """How errors of calls to node 0's control host name it."""
+    return Peer(failed=f"node 0's control server at {address} did not answer {{method}}",
+                unreachable="Under Spark Connect node 0 hosts the TF cluster's control server; it is gone when node "
+                            "0's executor was lost or the cluster ended more than a minute ago.")
+
+
 class StateClient:
     """Calls node 0's ``tfos.ConnectState`` service from a Spark task.
 
@@ -221,9 +229,7 @@ class StateClient:
     def __init__(self, address: str, secret: str, unavailable_timeout: float = 30.0, root_cert: bytes = b"") -> None:
         self.address = address
         self.unavailable_timeout = unavailable_timeout
-        self._channel = (grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert))
-                         if root_cert else grpc.insecure_channel(address))
-        self._metadata = (("authorization", f"Bearer {secret}"),)
+        self._channel = Channel(address, secret, node0_peer(address), unavailable_timeout, root_cert)
 
     def close(self) -> None:
         self._channel.close()
@@ -235,24 +241,13 @@ class StateClient:
         self.close()
 
     def call(self, name: str, request: dict | None = None) -> dict:
-        """Calls ``name`` (``State``, ``Stop``, ``Abort``, ``Close``); returns the cluster state."""
-        method = self._channel.unary_unary(f"/{STATE_SERVICE}/{name}", request_serializer=encode,
-                                           response_deserializer=decode)
-        give_up, delay = time.monotonic() + self.unavailable_timeout, 0.1
-        while True:
-            try:
-                return method(request or {}, timeout=10.0, metadata=self._metadata)
-            except grpc.RpcError as exc:
-                code = exc.code() if hasattr(exc, "code") else None
-                retry = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-                if not retry or time.monotonic() + delay > give_up:
-                    details = exc.details() if hasattr(exc, "details") else str(exc)
-                    raise ControlPlaneError(
-                        f"node 0's control server at {self.address} did not answer {name}: {code} {details}. "
-                        "Under Spark Connect node 0 hosts the TF cluster's control server; it is gone when node 0's "
-                        "executor was lost or the cluster ended more than a minute ago.") from None
-                time.sleep(delay)
-                delay = min(2 * delay, 2.0)
+        """Calls ``name`` (``State``, ``Stop``, ``Abort``, ``Close``); returns the cluster state.
+
+        Raises:
+            ControlPlaneError: node 0 did not answer (see :mod:`tfos._control.rpc`); an
+                :class:`~tfos.errors.AuthenticationError` when it refused the secret.
+        """
+        return self._channel.call(STATE_SERVICE, name, request or {}, timeout=10.0)
 
 
 def launch_detached_host(spec: ConnectSpec, host: str, watch_pid: int | None, timeout: float = 60.0

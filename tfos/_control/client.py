@@ -1,4 +1,8 @@
-"""The node side of the control plane: the only place gRPC errors are caught and translated."""
+"""The node side of the control plane: a node's calls to the driver's control server.
+
+gRPC errors are caught and translated in one place, :mod:`tfos._control.rpc`; this module words them for a node
+calling the driver.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,27 @@ import dataclasses
 import logging
 import time
 
-import grpc
-
-from ..errors import AuthenticationError, ControlPlaneError, NodeFailure, ReservationTimeoutError
+from ..errors import NodeFailure, ReservationTimeoutError
 from .reservation import ABORT, NodeInfo
-from .server import METHODS, SERVICE, decode, encode
+from .rpc import CALL_TIMEOUT, Channel, Peer
+from .server import SERVICE
 
 logger = logging.getLogger(__name__)
-
-# How long one call may take before it is retried; the driver answers in milliseconds when healthy.
-CALL_TIMEOUT = 10.0
 
 
 class ClusterAborted(Exception):
     """The driver says the cluster failed or was stopped: this node must stop. Carries the driver's reason."""
+
+
+def driver_peer(address: str, tls: bool) -> Peer:
+    """How a node's control-plane errors name the driver's control server at ``address``."""
+    return Peer(
+        failed=f"control call {{method}} to the driver at {address} failed",
+        unreachable="Likely causes: the driver stopped or crashed, or executors cannot reach the driver's address "
+                    "(set TFOS_CONTROL_HOST or spark.driver.host to an address executors can reach)."
+                    + (" With TLS (TFOS_CONTROL_TLS): the driver's certificate must name that address." if tls else ""),
+        refused=f"the tfos control server at {address} refused this node's secret",
+    )
 
 
 class ControlClient:
@@ -30,23 +41,16 @@ class ControlClient:
         secret: the cluster's secret.
         unavailable_timeout: how long to keep retrying while the server cannot be reached.
         root_cert: PEM certificate(s) to trust: the server speaks TLS (``TFOS_CONTROL_TLS``); empty: plaintext.
+
+    Every call raises :class:`~tfos.errors.ControlPlaneError` when it fails (see :mod:`tfos._control.rpc`), an
+    :class:`~tfos.errors.AuthenticationError` when the server refuses the secret.
     """
 
     def __init__(self, address: str, secret: str, unavailable_timeout: float = 30.0, root_cert: bytes = b"") -> None:
         self.address = address
         self.unavailable_timeout = unavailable_timeout
         self.tls = bool(root_cert)
-        if root_cert:
-            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert))
-        else:
-            self._channel = grpc.insecure_channel(address)
-        self._metadata = (("authorization", f"Bearer {secret}"),)
-        self._calls = {
-            name: self._channel.unary_unary(
-                f"/{SERVICE}/{name}", request_serializer=encode, response_deserializer=decode
-            )
-            for name in METHODS
-        }
+        self._channel = Channel(address, secret, driver_peer(address, self.tls), unavailable_timeout, root_cert)
 
     def close(self) -> None:
         self._channel.close()
@@ -58,29 +62,7 @@ class ControlClient:
         self.close()
 
     def _call(self, name: str, request: dict, timeout: float = CALL_TIMEOUT) -> dict:
-        give_up = time.monotonic() + self.unavailable_timeout
-        delay = 0.1
-        while True:
-            try:
-                return self._calls[name](request, timeout=timeout, metadata=self._metadata)
-            except grpc.RpcError as exc:
-                code = exc.code() if hasattr(exc, "code") else None
-                if code is grpc.StatusCode.UNAUTHENTICATED:
-                    raise AuthenticationError(
-                        f"the tfos control server at {self.address} refused this node's secret"
-                    ) from None
-                retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-                if not retryable or time.monotonic() + delay > give_up:
-                    details = exc.details() if hasattr(exc, "details") else str(exc)
-                    raise ControlPlaneError(
-                        f"control call {name} to the driver at {self.address} failed: {code} {details}. "
-                        "Likely causes: the driver stopped or crashed, or executors cannot reach the driver's "
-                        "address (set TFOS_CONTROL_HOST or spark.driver.host to an address executors can reach)."
-                        + (" With TLS (TFOS_CONTROL_TLS): the driver's certificate must name that address."
-                           if self.tls else "")
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        return self._channel.call(SERVICE, name, request, timeout)
 
     def register(self, info: NodeInfo) -> None:
         reply = self._call("Register", {"node": dataclasses.asdict(info)})

@@ -37,7 +37,7 @@ def decode(data: bytes):
     return json.loads(data.decode()) if data else {}
 
 
-class _SecretInterceptor(grpc.ServerInterceptor):
+class SecretInterceptor(grpc.ServerInterceptor):
     """Refuses every call whose ``authorization`` metadata is not ``Bearer <secret>``."""
 
     def __init__(self, secret: str) -> None:
@@ -163,7 +163,7 @@ class ControlServer:
         self.host = host
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tfos-control"),
-            interceptors=[_SecretInterceptor(secret)],
+            interceptors=[SecretInterceptor(secret)],
             options=[("grpc.so_reuseport", 0)],
         )
         handlers = {

@@ -462,11 +462,12 @@ def main():
     p.add_argument("--result", default="")
     p.add_argument("--hand-worker", action="store_true")
     p.add_argument("--fn-args", default="")
+    p.add_argument("--out", default="", help="the events directory (default: a new temporary one)")
     args = p.parse_args()
     if args.hand_worker:
         hand_worker(args)
         return
-    out = tempfile.mkdtemp(prefix="sbs-events-")
+    out = args.out or tempfile.mkdtemp(prefix="sbs-events-")
     if args.scenario == "inference":
         result = run_inference(args, out)
     else:

@@ -109,9 +109,15 @@ def feed_fit(args, ctx):
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(2)])
         model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(ds, epochs=args["epochs"], verbose=0)
+    ends = []  # optimizer steps at each epoch's end
+
+    class EpochEnds(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ends.append(int(model.optimizer.iterations.numpy()))
+
+    model.fit(ds, epochs=args["epochs"], verbose=0, callbacks=[EpochEnds()])
     with open(os.path.join(args["out"], f"fit{ctx.worker_num}.json"), "w") as f:
-        json.dump({"steps": int(model.optimizer.iterations.numpy())}, f)
+        json.dump({"steps": int(model.optimizer.iterations.numpy()), "epoch_ends": ends}, f)
 
 
 def feed_count(args, ctx):
@@ -265,3 +271,17 @@ def validation_split_only(args, ctx):
     """Asks for the validation split straight away (train() is called without validation_data: it raises)."""
     feed = ctx.get_data_feed(train_mode=True)
     feed.dataset(split="validation", timeout=args.get("timeout", 120))
+
+
+def epoch_steps(fits: list[dict]) -> list[list[int]]:
+    """Each node's optimizer steps per epoch, from ``nodefns.feed_fit``'s records."""
+    return [[b - a for a, b in zip([0, *f["epoch_ends"]], f["epoch_ends"])] for f in fits]
+
+
+def assert_full_equal_epochs(fits: list[dict], epochs: int) -> None:
+    """40 rows per node per epoch: MWMS re-batches each worker's (un-sharded) batches of 16 to 8 rows per step,
+    so 5 steps take every row; TF adds up to two steps that carry no rows (the empty half of the re-batched last
+    partial batch, the end-of-data step), depending on timing (measured 5-7). Every node takes the same steps."""
+    per_epoch = epoch_steps(fits)
+    assert all(steps == per_epoch[0] for steps in per_epoch), per_epoch
+    assert len(per_epoch[0]) == epochs and all(5 <= n <= 7 for n in per_epoch[0]), per_epoch

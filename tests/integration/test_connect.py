@@ -148,8 +148,7 @@ def test_dataframe_feed_train_and_inference(connect, tmp_path):
         assert [p["role"] for p in cluster.progress()] == ["chief:0", "worker:0"]  # asked from node 0
         cluster.shutdown(timeout=300)
     assert not opened
-    steps = [json.load(open(tmp_path / f"fit{i}.json"))["steps"] for i in range(2)]
-    assert steps[0] == steps[1] and 10 <= steps[0] <= 12  # 40 rows per node per epoch, as in classic mode
+    nodefns.assert_full_equal_epochs([json.load(open(tmp_path / f"fit{i}.json")) for i in range(2)], 2)
 
     cluster = TFCluster.run(connect, nodefns.feed_double_arrays, {}, 2, input_mode=SPARK)
     try:

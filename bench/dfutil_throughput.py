@@ -6,7 +6,7 @@ One cached DataFrame of N rows (784 random float32 in an ``array<float>`` + an i
 - write: ``saveAsTFRecords`` (plain and gzip) vs ``df.write.parquet`` (Spark's default snappy), overwrite mode.
 - read: ``loadTFRecords`` with a given schema, and with the schema inferred (100 records sampled) vs
   ``spark.read.parquet``; each read is consumed whole by Spark's ``noop`` writer (every column of every row).
-- codec alone, one process, no Spark: our wire-format encoder/decoder (``tfos._example``) vs the ``protobuf``
+- codec alone, one process, no Spark: our wire-format encoder/decoder (``tfos._data.example``) vs the ``protobuf``
   package (upb) with tf.train.Example's message definition built at run time, on the same records.
 
 MB/s counts the rows' payload (785 x 4 bytes a row), the same figure for every variant, so the ratios are
@@ -117,7 +117,7 @@ def codec_variants(rows: int, runs: dict) -> None:
     import pyarrow as pa
     from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
-    from tfos import _columns, _example
+    from tfos._data import columns as _columns, example as _example
 
     Example = _protobuf_example_class()
     values = np.random.default_rng(0).random((rows, FEATURES), dtype=np.float32)

@@ -26,7 +26,8 @@ import tempfile
 import threading
 from typing import Iterator, Sequence
 
-from . import _tfrecord, fs
+from . import fs
+from ._data import tfrecord as _tfrecord
 from .errors import ConfigError, DataError, StorageError
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ TensorFlowOnSpark's functions, plus a Spark data source named ``tfrecord``::
     df = spark.read.format("tfrecord").load("hdfs://nn/data/train")
     df.write.format("tfrecord").mode("append").option("compression", "gzip").save("/data/out")
 
-Types, nulls and schema inference are described in :mod:`tfos._columns`; in short: integer types and booleans
+Types, nulls and schema inference are described in :mod:`tfos._data.columns`; in short: integer types and booleans
 become int64 lists, float and double become float lists (float32), strings and binary become bytes lists, arrays
 of those become lists of any length, ML vectors become float lists; a null is an absent feature. Reading infers
 each column from a sample of records (``num_samples``, default 100, spread over the files): a feature with exactly
@@ -36,8 +36,9 @@ import re
 import weakref
 from typing import Iterable, Sequence
 
-from . import _columns, _example, fs
-from ._tfrecord_source import FORMAT, TFRecordDataSource, fresh_filesystem, storage_env
+from . import fs
+from ._data import columns as _columns, example as _example
+from ._data.source import FORMAT, TFRecordDataSource, fresh_filesystem, storage_env
 from .errors import ConfigError, DataError, StorageError
 
 logger = logging.getLogger(__name__)

@@ -444,7 +444,7 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
             ConfigError: no ``export_dir``, an unreadable SavedModel, a mapping that does not fit the signature
                 or the DataFrame, or ``batch_size < 1``.
         """
-        from . import _pipeline_score as score
+        from ._data import pipeline_score as score
         from ._spark import bind
 
         args = self.merge_args_params()

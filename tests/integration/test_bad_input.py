@@ -24,7 +24,7 @@ import pytest
 
 import nodefns
 from tfos import TFCluster
-from tfos._tfrecord import write_records
+from tfos._data.tfrecord import write_records
 from tfos.errors import ClusterFailedError, ConfigError
 
 cloudpickle.register_pickle_by_value(nodefns)

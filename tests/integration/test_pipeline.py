@@ -33,7 +33,7 @@ def _assert_loaded_once_per_worker(spark, export_dir, scored):
 
         import pyarrow as pa
 
-        from tfos import _pipeline_score
+        from tfos._data import pipeline_score as _pipeline_score
 
         for _ in batches:
             pass

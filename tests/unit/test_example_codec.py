@@ -1,5 +1,5 @@
-"""tfos._example (tf.train.Example wire format) against the protobuf runtime; Arrow batches <-> Examples
-(tfos._columns); reading local TFRecord files (tfos._tfrecord_source). No Spark cluster, no TensorFlow.
+"""tfos._data.example (tf.train.Example wire format) against the protobuf runtime; Arrow batches <-> Examples
+(tfos._data.columns); reading local TFRecord files (tfos._data.source). No Spark cluster, no TensorFlow.
 
 The oracle is the ``protobuf`` package with tf.train.Example's message definitions written out here (no
 TensorFlow): what we encode must parse there, and what it serializes must decode here.
@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from pyspark.sql.types import (ArrayType, BinaryType, BooleanType, DateType, DoubleType, FloatType, IntegerType,
                                LongType, MapType, StringType, StructField, StructType)
 
-from tfos import _columns, _example, _tfrecord, _tfrecord_source
+from tfos._data import columns as _columns, example as _example, source as _tfrecord_source, tfrecord as _tfrecord
 from tfos.errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""tfos.fs and tfos._tfrecord: scheme handling, S3A settings, and the file-system contract on local disk."""
+"""tfos.fs and tfos._data.tfrecord: scheme handling, S3A settings, and the file-system contract on local disk."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tfos import _tfrecord, fs
+from tfos import fs
+from tfos._data import tfrecord as _tfrecord
 from tfos.data import shard_of
 from tfos.errors import ConfigError, DataError, StorageError
 

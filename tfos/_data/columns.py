@@ -30,9 +30,9 @@ import pyarrow.compute as pc
 from pyspark.sql.types import (ArrayType, BinaryType, BooleanType, ByteType, DataType, DoubleType, FloatType,
                                IntegerType, LongType, ShortType, StringType, StructField, StructType)
 
-from . import _example
-from ._example import BYTES, FLOAT, INT64
-from .errors import DataError
+from . import example as _example
+from ..errors import DataError
+from .example import BYTES, FLOAT, INT64
 
 _KIND_OF = {ByteType: INT64, ShortType: INT64, IntegerType: INT64, LongType: INT64, BooleanType: INT64,
             FloatType: FLOAT, DoubleType: FLOAT, StringType: BYTES, BinaryType: BYTES}
@@ -85,7 +85,7 @@ def infer_schema(examples: Iterable[dict], binary_features: Sequence[str] = ()) 
     """The DataFrame schema of decoded Examples (see the module docstring for the rules).
 
     Args:
-        examples: decoded Examples (:func:`tfos._example.decode`).
+        examples: decoded Examples (:func:`tfos._data.example.decode`).
         binary_features: names of bytes features to type as BinaryType rather than StringType.
 
     Raises:

@@ -32,8 +32,9 @@ from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourc
                                     WriterCommitMessage)
 from pyspark.sql.types import StructType
 
-from . import _columns, _example, _tfrecord, fs
-from .errors import ConfigError, DataError, StorageError
+from .. import fs
+from ..errors import ConfigError, DataError, StorageError
+from . import columns as _columns, example as _example, tfrecord as _tfrecord
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def sample_examples(files: list[str], env: Mapping[str, str], num_samples: int) 
 
 
 def infer_schema(files: list[str], env: Mapping[str, str], num_samples: int, binary_features) -> StructType:
-    """The schema of the files from a sample of their records (see :func:`tfos._columns.infer_schema`).
+    """The schema of the files from a sample of their records (see :func:`tfos._data.columns.infer_schema`).
 
     Raises:
         DataError: the files hold no record, or their records disagree on a feature's kind.

@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 INT64 = "int64"
 FLOAT = "float"

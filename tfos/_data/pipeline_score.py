@@ -13,7 +13,7 @@ import dataclasses
 import threading
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # TensorFlow's DataType enum (tensorflow/core/framework/types.proto) -> (numpy dtype, Spark SQL type name).
 _DTYPES = {
@@ -151,7 +151,7 @@ def _uses_scoring_cache(tags: list[str] | None) -> bool:
 
 def load_signature(export_dir: str, signature: str, tag_set: str | None):
     """The signature function, loaded once per Python worker (shared with :func:`tfos.scoring.predict_saved_model`)."""
-    from . import scoring
+    from .. import scoring
 
     tags = _tags(tag_set)
     if _uses_scoring_cache(tags):
@@ -174,7 +174,7 @@ def load_count(export_dir: str, signature: str = "serving_default", tag_set: str
     ``signature_def_key`` and ``tag_set``; with ``tag_set`` None or ``"serve"`` the count is
     :func:`tfos.scoring.load_count`'s, whose cache both share.
     """
-    from . import scoring
+    from .. import scoring
 
     tags = _tags(tag_set)
     if _uses_scoring_cache(tags):
@@ -220,7 +220,7 @@ def score_batches(plan: ScorePlan, batches: Iterator) -> Iterator:
 def _input_array(batch, column: str, spec: TensorSpec):
     import numpy as np
 
-    from ._feed.datafeed import _arrow_array
+    from .._feed.datafeed import _arrow_array
 
     shape = spec.shape or ()
     width = int(np.prod(shape)) if shape and None not in shape else None

@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import crc32c as _crc32c
 
-from .errors import DataError
+from ..errors import DataError
 
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")

@@ -18,7 +18,8 @@ from ._control.reservation import Reservation
 from ._control.server import ControlServer, advertised_host, print_lines
 from ._control.tls import server_material
 from ._node.spark_task import node_partition
-from ._node.supervisor import LaunchSpec, NodePlace, run_node
+from ._node.spec import LaunchSpec, NodePlace
+from ._node.supervisor import run_node
 from .config import Settings
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
 from ._node.environment import user_env_names
 from ._node.spark_task import local_address_towards
-from ._node.supervisor import LaunchSpec
+from ._node.spec import LaunchSpec
 from ._restart import decide, default_backup_dir
 from ._feed import driver as feed_driver
 from ._feed.client import end_feed

@@ -10,7 +10,7 @@ from tfos._connect.control import ConnectSpec, ControlHost, StateClient
 from tfos._connect.session import is_connect, require_dataframe
 from tfos._control.client import ControlClient
 from tfos._control.reservation import ABORT, RUN, STOP, NodeInfo
-from tfos._node.supervisor import LaunchSpec
+from tfos._node.spec import LaunchSpec
 from tfos.errors import ConfigError, ControlPlaneError, NodeFailure
 
 SECRET = "s" * 64

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from tfos._node.environment import inherited, node_threads, tf_process_env, thread_env, user_env_names
-from tfos._node.supervisor import LaunchSpec, NodePlace, child_env
+from tfos._node.spec import LaunchSpec, NodePlace
+from tfos._node.supervisor import child_env
 from tfos.config import from_env
 from tfos.errors import ConfigError
 

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from tfos._node.gpus import visible_devices
-from tfos._node.supervisor import LaunchSpec, NodePlace, child_env
+from tfos._node.spec import LaunchSpec, NodePlace
+from tfos._node.supervisor import child_env
 from tfos.node import TFNodeContext, absolute_path
 
 

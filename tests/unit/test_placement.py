@@ -3,7 +3,7 @@
 import pytest
 
 from tfos import TFParallel, _spark
-from tfos._node.supervisor import LaunchSpec
+from tfos._node.spec import LaunchSpec
 from tfos.cluster import _shared_executors
 from tfos.errors import PlacementError
 

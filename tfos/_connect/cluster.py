@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from .. import _keras
 from .._memory import launch_memory, with_hint
 from .._node.environment import user_env_names
-from .._node.supervisor import SPARK_MODE, LaunchSpec
+from .._node.spec import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
 from .._preimport import modules_for
 from ..config import Settings, from_env

@@ -29,7 +29,7 @@ from .._control.reservation import Phase, Reservation
 from .._control.rpc import Channel, Peer
 from .._control.server import METHODS, SERVICE, ControlServicer, SecretInterceptor, decode, encode
 from .._control.tls import self_signed
-from .._node.supervisor import LaunchSpec
+from .._node.spec import LaunchSpec
 from ..errors import NodeFailure
 
 logger = logging.getLogger(__name__)

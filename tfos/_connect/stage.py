@@ -21,7 +21,8 @@ from typing import Iterable, Iterator, Sequence
 
 from .._node.gpus import visible_devices
 from .._node.spark_task import launch_detached, node_host, spark_executor
-from .._node.supervisor import SPARK_MODE, NodePlace, run_node
+from .._node.spec import SPARK_MODE, NodePlace
+from .._node.supervisor import run_node
 from ..errors import NodeFailure
 from .control import ConnectSpec, ControlHost, StateClient, launch_detached_host
 

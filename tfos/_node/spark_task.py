@@ -9,7 +9,8 @@ import sys
 from typing import Iterator
 
 from .gpus import visible_devices
-from .supervisor import SPARK_MODE, LaunchSpec, NodePlace, run_node
+from .spec import SPARK_MODE, LaunchSpec, NodePlace
+from .supervisor import run_node
 
 
 def spark_executor() -> tuple[str, int | None]:

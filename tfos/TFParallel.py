@@ -97,7 +97,7 @@ def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None
     import cloudpickle
 
     from ._connect.session import is_connect
-    from .cluster import _num_gpus
+    from ._driver.launch import num_gpus as _num_gpus
 
     map_fn = _map_fn_argument(map_fn, map_fun)
     num_executors = _check_arguments(num_executors, timeout)

@@ -17,28 +17,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import secrets
 import sys
 import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _attempt, _keras, _memory, _pickle, _spark
+from . import _attempt, _memory, _spark
+from ._driver import launch
+from ._driver.backends import ClassicBackend
 from ._attempt import Attempt
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
-from ._node.environment import user_env_names
 from ._node.spark_task import local_address_towards
 from ._node.spec import LaunchSpec
-from ._restart import decide, default_backup_dir
+from ._restart import decide
 from ._feed import driver as feed_driver
 from ._feed.client import end_feed
 from ._progress import ProgressDisplay, display_mode
-from ._node.tf_config import make_template
-from ._preimport import modules_for
-from .config import Settings, from_env
-from .fs import S3A_SETTINGS, s3a_env
+from .config import Settings
 from .errors import (
     ClusterFailedError,
     ConfigError,
@@ -624,60 +621,12 @@ def run(
                            driver_ps_nodes, master_node, reservation_timeout, queues, eval_node, release_port,
                            **settings)
     sc = _spark.spark_context(sc)
-    if not callable(map_fun):
-        raise ConfigError(f"map_fun must be callable, got {type(map_fun).__name__}")
-    if input_mode not in (InputMode.TENSORFLOW, InputMode.SPARK):
-        raise ConfigError(f"input_mode must be InputMode.TENSORFLOW or InputMode.SPARK, got {input_mode!r}")
-    if not isinstance(num_executors, int) or isinstance(num_executors, bool):
-        raise ConfigError(f"num_executors must be an int, got {num_executors!r}")
-    template = make_template(num_executors, num_ps, master_node, eval_node)
-    if driver_ps_nodes and not num_ps:
-        raise ConfigError("driver_ps_nodes=True needs num_ps > 0")
-    if driver_ps_nodes and input_mode != InputMode.TENSORFLOW:
-        raise ConfigError("driver_ps_nodes=True is only supported with InputMode.TENSORFLOW")
-    if settings.get("gpus_per_node") is None and _num_gpus(tf_args) is not None:
-        settings["gpus_per_node"] = _num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
-    config = from_env(reservation_timeout=float(reservation_timeout), **settings)
-    if config.max_restarts and input_mode == InputMode.SPARK:
-        raise ConfigError(
-            f"max_restarts={config.max_restarts} needs InputMode.TENSORFLOW: with InputMode.SPARK the rows "
-            "TFCluster.train already fed cannot be replayed into a restarted cluster. Set max_restarts=0 "
-            "(TFOS_MAX_RESTARTS=0), or let main_fun read its data (InputMode.TENSORFLOW with tfos.data)."
-        )
-    try:
-        fn_bytes = _pickle.dumps(map_fun)
-    except Exception as exc:
-        raise ConfigError(
-            f"main_fun cannot be pickled ({type(exc).__name__}: {exc}); it must not capture the SparkContext, "
-            "open files, locks or sockets. Define it at module level and pass what it needs through args."
-        ) from exc
-    try:
-        args_bytes = _pickle.dumps(tf_args)
-    except Exception as exc:
-        raise ConfigError(f"tf_args cannot be pickled ({type(exc).__name__}: {exc})") from exc
-
-    legacy = _keras.choose(config.legacy_keras, map_fun, _keras.script_source(tf_args)) == _keras.TF_KERAS
-    spark_nodes = num_executors - (num_ps if driver_ps_nodes else 0)
-    slots = _spark.check_placement(sc, spark_nodes, config.slot_wait_timeout)
+    request = launch.Request(map_fun, tf_args, num_executors, num_ps, tensorboard, input_mode, log_dir,
+                             driver_ps_nodes, master_node, reservation_timeout, eval_node, release_port, settings)
+    prepared = launch.prepare(ClassicBackend(sc), request)
+    config, template, base, spark_nodes = prepared.config, prepared.template, prepared.spec, prepared.spark_nodes
+    slots, cluster_id = prepared.slots, base.cluster_id
     host = config.control_host or _spark.conf(sc, "spark.driver.host") or local_address_towards("8.8.8.8:53")
-    cluster_id = secrets.token_hex(8)
-    spark_conf = _spark.all_conf(sc)
-    base = LaunchSpec(
-        cluster_id=cluster_id, control_address="", secret="", template=template,
-        fn=fn_bytes, args=args_bytes, default_fs=_spark.default_fs(sc), working_dir=os.getcwd(),
-        log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
-        legacy_keras=legacy,
-        heartbeat_interval=config.heartbeat_interval, reservation_timeout=config.reservation_timeout,
-        stop_grace_secs=config.stop_grace_secs, log_tail_lines=config.log_tail_lines,
-        forward_logs=config.forward_logs != "0", forward_all=config.forward_logs == "all",
-        gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
-        extra_env=s3a_env(_spark.hadoop_conf(sc, S3A_SETTINGS)),
-        backup_dir=default_backup_dir(log_dir, os.getcwd(), cluster_id),
-        preimport=modules_for(config.preimport, map_fun, legacy),
-        feed_queue_chunks=config.feed_queue_chunks,
-        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
-        memory_note=_memory.launch_memory(spark_conf, config.node_memory_mb, logger.warning),
-    )
     driver_ps = num_ps if driver_ps_nodes else 0
     first = _attempt.launch(sc, base, 0, config, host, spark_nodes, driver_ps)
     run_config = _RunConfig(num_executors, spark_nodes, input_mode, tuple(queues), driver_ps_nodes, config,
@@ -706,12 +655,6 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def _num_gpus(tf_args: Any) -> int | None:
-    """``num_gpus`` of TensorFlowOnSpark-style args (an argparse Namespace or a dict), if it is an int."""
-    value = tf_args.get("num_gpus") if isinstance(tf_args, dict) else getattr(tf_args, "num_gpus", None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _shared_executors(cluster_info: list[dict]) -> dict[str, list[int]]:

@@ -18,21 +18,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import secrets
 import time
 from typing import Any, Callable, Sequence
 
-from .. import _keras
-from .._memory import launch_memory, with_hint
-from .._node.environment import user_env_names
+from .._driver.backends import ConnectBackend
+from .._driver.launch import Request, prepare
+from .._memory import with_hint
 from .._node.spec import SPARK_MODE, LaunchSpec
-from .._node.tf_config import make_template
-from .._preimport import modules_for
-from ..config import Settings, from_env
+from ..config import Settings
 from ..errors import ClusterFailedError, ConfigError, NodeFailure, ShutdownTimeoutError
-from ..fs import s3a_env
 from . import session as connect
 from .control import ConnectSpec, failures_of
 from .stage import FINISH_SCHEMA, NODE_SCHEMA, FinishSpec, finish_batches, node_batches
@@ -351,45 +347,10 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         queues: Sequence[str] = ("input", "output", "error"), eval_node: bool = False, release_port: bool = True,
         **settings: Any) -> ConnectCluster:
     """``TFCluster.run`` for a Spark Connect session; same arguments, see :mod:`tfos._connect.cluster`."""
-    if not callable(map_fun):
-        raise ConfigError(f"map_fun must be callable, got {type(map_fun).__name__}")
-    if input_mode not in (0, SPARK_MODE):
-        raise ConfigError(f"input_mode must be InputMode.TENSORFLOW or InputMode.SPARK, got {input_mode!r}")
-    if not isinstance(num_executors, int) or isinstance(num_executors, bool):
-        raise ConfigError(f"num_executors must be an int, got {num_executors!r}")
-    template = make_template(num_executors, num_ps, master_node, eval_node)
-    if driver_ps_nodes:
-        raise ConfigError("driver_ps_nodes=True is not supported with a Spark Connect session: the client is not "
-                          "part of the Spark cluster (its address may not be reachable from the executors). "
-                          "Run the ps nodes on executors (driver_ps_nodes=False).")
-    if settings.get("gpus_per_node") is None:
-        value = tf_args.get("num_gpus") if isinstance(tf_args, dict) else getattr(tf_args, "num_gpus", None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            settings["gpus_per_node"] = value
-    config = from_env(reservation_timeout=float(reservation_timeout), **settings)
-    if config.max_restarts:
-        raise ConfigError(f"max_restarts={config.max_restarts} is not supported with a Spark Connect session: a "
-                          "restart needs a control server that outlives the failed nodes, and under Connect node 0 "
-                          "hosts it. Use max_restarts=0 (TFOS_MAX_RESTARTS=0), or a classic SparkSession.")
-    fn_bytes = _pickle(map_fun, "main_fun", " It must not capture the SparkSession, open files, locks "
-                       "or sockets. Define it at module level and pass what it needs through args.")
-    args_bytes = _pickle(tf_args, "tf_args", "")
-    legacy = _keras.choose(config.legacy_keras, map_fun, _keras.script_source(tf_args)) == _keras.TF_KERAS
-    connect.check_placement(spark, num_executors, config.slot_wait_timeout)
-    spark_conf = connect.all_conf(spark)
-    spec = LaunchSpec(
-        cluster_id=secrets.token_hex(8), control_address="", secret=secrets.token_hex(32), template=template,
-        fn=fn_bytes, args=args_bytes, default_fs=connect.default_fs(spark), working_dir=os.getcwd(),
-        log_dir=log_dir, tensorboard=bool(tensorboard), input_mode=input_mode, release_port=release_port,
-        legacy_keras=legacy, heartbeat_interval=config.heartbeat_interval,
-        reservation_timeout=config.reservation_timeout, stop_grace_secs=config.stop_grace_secs,
-        log_tail_lines=config.log_tail_lines, forward_logs=False, gpus_per_node=config.gpus_per_node,
-        gpu_lock_dir=config.gpu_lock_dir, extra_env=s3a_env(connect.hadoop_settings(spark, "fs.s3a.")),
-        preimport=modules_for(config.preimport, map_fun, legacy),
-        feed_queue_chunks=config.feed_queue_chunks,
-        user_env=user_env_names(spark_conf), node_threads=config.node_threads,
-        memory_note=launch_memory(spark_conf, config.node_memory_mb, logger.warning),
-    )
+    request = Request(map_fun, tf_args, num_executors, num_ps, tensorboard, input_mode, log_dir, driver_ps_nodes,
+                      master_node, reservation_timeout, eval_node, release_port, settings)
+    prepared = prepare(ConnectBackend(spark), request)
+    config, template, spec = prepared.config, prepared.template, prepared.spec
     cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout,
                         tls=config.control_tls or bool(config.control_tls_cert), tls_material=user_tls_material(config))
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
@@ -438,15 +399,6 @@ def stage_failure(text: str, memory_note: str = "") -> NodeFailure:
         "the stage's first task) hosts the TF cluster's control server: when its task or executor is lost the "
         "stage fails, and the other nodes stop once they lose the control server. The failed task's executor "
         "log has the details."))
-
-
-def _pickle(obj: Any, what: str, hint: str) -> bytes:
-    from .._pickle import dumps
-
-    try:
-        return dumps(obj)
-    except Exception as exc:
-        raise ConfigError(f"{what} cannot be pickled ({type(exc).__name__}: {exc}).{hint}") from exc
 
 
 __all__ = ["ConnectCluster", "run"]

@@ -31,17 +31,13 @@ retry, re-running finished instances).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
 from typing import Any, Callable
 
-from . import _keras, _spark
-from ._node.environment import user_env_names
-from ._node.instance import DEFAULT_TIMEOUT, InstanceSpec, ReturnsResult, instance_task
-from ._pickle import dumps_for_nodes
-from .config import from_env
+from . import _spark
+from ._node.instance import DEFAULT_TIMEOUT, InstanceSpec, instance_task
 from .errors import ClusterFailedError, ConfigError, NodeFailure
 
 logger = logging.getLogger(__name__)
@@ -94,41 +90,19 @@ def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None
             every failed instance. The Spark job failing for another reason (e.g. a lost executor) is reported
             the same way.
     """
-    import cloudpickle
-
     from ._connect.session import is_connect
-    from ._driver.launch import num_gpus as _num_gpus
+    from ._driver.backends import ClassicBackend
+    from ._driver.launch import check_instance_count, instance_results, prepare_instances
 
     map_fn = _map_fn_argument(map_fn, map_fun)
-    num_executors = _check_arguments(num_executors, timeout)
-    if settings.get("gpus_per_node") is None and _num_gpus(tf_args) is not None:
-        settings["gpus_per_node"] = _num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
+    check_instance_count(num_executors, timeout)  # before the session: a wrong call fails the same everywhere
     if is_connect(sc):  # no SparkContext: the instances start through a DataFrame stage
         from ._connect.parallel import run as run_connect
 
         return run_connect(sc, map_fn, tf_args, num_executors, use_barrier, timeout, **settings)
     sc = _spark.spark_context(sc)
-    config = from_env(**settings)
-    spec = InstanceSpec(
-        fn=dumps_for_nodes(ReturnsResult(map_fn, num_executors), "map_fn",
-                           " It must not capture the SparkContext, open files, locks or sockets; define it at module "
-                           "level and pass what it needs through tf_args."),
-        args=dumps_for_nodes(tf_args, "tf_args", ""),
-        num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=_spark.default_fs(sc),
-        working_dir=os.getcwd(), legacy_keras=_keras.choose(config.legacy_keras, map_fn) == _keras.TF_KERAS,
-        stop_grace_secs=config.stop_grace_secs,
-        log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
-        gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
-        user_env=user_env_names(_spark.all_conf(sc)), node_threads=config.node_threads,
-    )
-    if use_barrier:
-        _spark.check_placement(sc, num_executors, config.slot_wait_timeout, parallel=True)
-    reports = _collect(sc, spec)
-    failures = [r["failure"] for r in reports if r["failure"] is not None]
-    if failures:
-        raise ClusterFailedError(failures, f"{len(failures)} of {num_executors} TFParallel instances failed.")
-    return [cloudpickle.loads(r["result"]) if r["result"] is not None else None
-            for r in sorted(reports, key=lambda r: r["worker_num"])]
+    spec = prepare_instances(ClassicBackend(sc), map_fn, tf_args, num_executors, use_barrier, timeout, settings)
+    return instance_results(_collect(sc, spec), spec.num_executors)
 
 
 def _map_fn_argument(map_fn: Any, map_fun: Any) -> Callable:
@@ -143,15 +117,6 @@ def _map_fn_argument(map_fn: Any, map_fun: Any) -> Callable:
     if not callable(fn):
         raise ConfigError(f"{name} must be callable, got {type(fn).__name__}")
     return fn
-
-
-def _check_arguments(num_executors: Any, timeout: Any) -> int:
-    """Raises ConfigError for a bad ``num_executors`` or ``timeout``; returns ``num_executors``."""
-    if not isinstance(num_executors, int) or isinstance(num_executors, bool) or num_executors < 1:
-        raise ConfigError(f"num_executors must be an int >= 1, got {num_executors!r}")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-    return num_executors
 
 
 def _collect(sc, spec: InstanceSpec) -> list[dict]:

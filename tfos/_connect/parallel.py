@@ -8,20 +8,17 @@ in one binary column.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import secrets
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from .. import _keras
-from .._node.environment import user_env_names
-from .._node.instance import DEFAULT_TIMEOUT, InstanceSpec, ReturnsResult, instance_task
-from .._pickle import dumps_for_nodes
+from .._driver.backends import ConnectBackend
+from .._driver.launch import instance_results, prepare_instances
+from .._node.instance import DEFAULT_TIMEOUT, instance_task
 from .._spark import bind
-from ..config import from_env
-from ..errors import ClusterFailedError, ConfigError, NodeFailure
+from ..errors import ClusterFailedError, NodeFailure
 from . import session as connect
 
 logger = logging.getLogger(__name__)
@@ -38,38 +35,11 @@ def instance_batches(spec, batches: Iterable) -> Iterator:
                                          schema=pa.schema([("report", pa.binary())]))
 
 
-def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: int, use_barrier: bool = True,
+def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: Any, use_barrier: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT, **settings: Any) -> list:
     """``TFParallel.run`` on a Connect session; same arguments, results and errors."""
-    import cloudpickle
-
-    if not callable(map_fn):
-        raise ConfigError(f"map_fn must be callable, got {type(map_fn).__name__}")
-    if not isinstance(num_executors, int) or isinstance(num_executors, bool) or num_executors < 1:
-        raise ConfigError(f"num_executors must be an int >= 1, got {num_executors!r}")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-    config = from_env(**settings)
-    spec = InstanceSpec(
-        fn=dumps_for_nodes(ReturnsResult(map_fn, num_executors), "map_fn",
-                           " It must not capture the SparkSession, open files, locks or sockets; define it at "
-                           "module level and pass what it needs through tf_args."),
-        args=dumps_for_nodes(tf_args, "tf_args", ""),
-        num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=connect.default_fs(spark),
-        working_dir=os.getcwd(), legacy_keras=_keras.choose(config.legacy_keras, map_fn) == _keras.TF_KERAS,
-        stop_grace_secs=config.stop_grace_secs,
-        log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
-        gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
-        user_env=user_env_names(connect.all_conf(spark)), node_threads=config.node_threads,
-    )
-    if use_barrier:
-        connect.check_placement(spark, num_executors, config.slot_wait_timeout, parallel=True)
-    reports = _collect(spark, spec)
-    failures = [r["failure"] for r in reports if r["failure"] is not None]
-    if failures:
-        raise ClusterFailedError(failures, f"{len(failures)} of {num_executors} TFParallel instances failed.")
-    return [cloudpickle.loads(r["result"]) if r["result"] is not None else None
-            for r in sorted(reports, key=lambda r: r["worker_num"])]
+    spec = prepare_instances(ConnectBackend(spark), map_fn, tf_args, num_executors, use_barrier, timeout, settings)
+    return instance_results(_collect(spark, spec), spec.num_executors)
 
 
 def _collect(spark, spec) -> list[dict]:

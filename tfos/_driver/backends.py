@@ -38,8 +38,8 @@ class ClassicBackend:
                 "(TFOS_MAX_RESTARTS=0), or let main_fun read its data (InputMode.TENSORFLOW with tfos.data)."
             )
 
-    def check_placement(self, nodes: int, wait: float) -> int:
-        return _spark.check_placement(self.sc, nodes, wait)
+    def check_placement(self, nodes: int, wait: float, parallel: bool = False) -> int:
+        return _spark.check_placement(self.sc, nodes, wait, parallel=parallel)
 
 
 class ConnectBackend:
@@ -70,5 +70,5 @@ class ConnectBackend:
                               "a restart needs a control server that outlives the failed nodes, and under Connect "
                               "node 0 hosts it. Use max_restarts=0 (TFOS_MAX_RESTARTS=0), or a classic SparkSession.")
 
-    def check_placement(self, nodes: int, wait: float) -> None:
-        connect.check_placement(self.spark, nodes, wait)
+    def check_placement(self, nodes: int, wait: float, parallel: bool = False) -> None:
+        connect.check_placement(self.spark, nodes, wait, parallel=parallel)

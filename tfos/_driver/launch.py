@@ -16,13 +16,14 @@ from typing import Any, Callable, Mapping, Protocol
 
 from .. import _keras, _memory
 from .._node.environment import user_env_names
+from .._node.instance import InstanceSpec, ReturnsResult
 from .._node.spec import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
 from .._pickle import dumps_for_nodes
 from .._preimport import modules_for
 from .._restart import default_backup_dir
 from ..config import Settings, from_env
-from ..errors import ConfigError
+from ..errors import ClusterFailedError, ConfigError
 from ..fs import s3a_env
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,9 @@ class Backend(Protocol):
     def check_request(self, request: Request, config: Settings) -> None:
         """Raises ConfigError for what this kind of session cannot run."""
 
-    def check_placement(self, nodes: int, wait: float) -> int | None:
-        """Checks that Spark runs ``nodes`` tasks at once; returns the free task slots when it knows them."""
+    def check_placement(self, nodes: int, wait: float, parallel: bool = False) -> int | None:
+        """Checks that Spark runs ``nodes`` tasks at once (``parallel``: TFParallel instances); returns the free
+        task slots when it knows them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,3 +146,54 @@ def num_gpus(tf_args: Any) -> int | None:
     value = tf_args.get("num_gpus") if isinstance(tf_args, dict) else getattr(tf_args, "num_gpus", None)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+
+
+def prepare_instances(backend: Backend, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: Any,
+                      use_barrier: bool, timeout: float | None, settings: Mapping[str, Any]) -> InstanceSpec:
+    """``TFParallel.run``'s request, checked and built into the spec every instance task gets.
+
+    Raises:
+        ConfigError: invalid arguments, or ``map_fn``/``tf_args`` cannot be pickled.
+        PlacementError: ``use_barrier`` and Spark cannot run the instances at once.
+    """
+    if not callable(map_fn):
+        raise ConfigError(f"map_fn must be callable, got {type(map_fn).__name__}")
+    check_instance_count(num_executors, timeout)
+    settings = dict(settings)
+    if settings.get("gpus_per_node") is None and num_gpus(tf_args) is not None:
+        settings["gpus_per_node"] = num_gpus(tf_args)  # TensorFlowOnSpark's tf_args.num_gpus
+    config = from_env(**settings)
+    spec = InstanceSpec(
+        fn=dumps_for_nodes(ReturnsResult(map_fn, num_executors), "map_fn",
+                           f" It must not capture the {backend.session_word}, open files, locks or sockets; define "
+                           "it at module level and pass what it needs through tf_args."),
+        args=dumps_for_nodes(tf_args, "tf_args"),
+        num_executors=num_executors, use_barrier=bool(use_barrier), default_fs=backend.default_fs(),
+        working_dir=os.getcwd(), legacy_keras=_keras.choose(config.legacy_keras, map_fn) == _keras.TF_KERAS,
+        stop_grace_secs=config.stop_grace_secs,
+        log_tail_lines=config.log_tail_lines, timeout=float(timeout) if timeout is not None else None,
+        gpus_per_node=config.gpus_per_node, gpu_lock_dir=config.gpu_lock_dir,
+        user_env=user_env_names(backend.conf()), node_threads=config.node_threads,
+    )
+    if use_barrier:
+        backend.check_placement(num_executors, config.slot_wait_timeout, parallel=True)
+    return spec
+
+
+def check_instance_count(num_executors: Any, timeout: Any) -> None:
+    """Raises ConfigError for a bad ``num_executors`` or ``timeout`` of ``TFParallel.run``."""
+    if not isinstance(num_executors, int) or isinstance(num_executors, bool) or num_executors < 1:
+        raise ConfigError(f"num_executors must be an int >= 1, got {num_executors!r}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+
+
+def instance_results(reports: list[dict], num_executors: int) -> list:
+    """The instances' return values in ``worker_num`` order; a ClusterFailedError listing every failed one."""
+    import cloudpickle
+
+    failures = [r["failure"] for r in reports if r["failure"] is not None]
+    if failures:
+        raise ClusterFailedError(failures, f"{len(failures)} of {num_executors} TFParallel instances failed.")
+    return [cloudpickle.loads(r["result"]) if r["result"] is not None else None
+            for r in sorted(reports, key=lambda r: r["worker_num"])]

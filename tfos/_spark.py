@@ -23,9 +23,9 @@ def spark_context(spark_or_sc: Any):
 
     if isinstance(spark_or_sc, SparkContext):
         return spark_or_sc
-    sc = getattr(spark_or_sc, "sparkContext", None) if not _is_connect(spark_or_sc) else None
+    sc = getattr(spark_or_sc, "sparkContext", None) if not is_connect(spark_or_sc) else None
     if sc is None:
-        if _is_connect(spark_or_sc):
+        if is_connect(spark_or_sc):
             raise ConfigError(
                 "this call needs a SparkContext, which a Spark Connect session does not have. TFCluster.run, "
                 "TFParallel.run and TFEstimator.fit take a Connect session; for the rest, use a classic "
@@ -35,7 +35,8 @@ def spark_context(spark_or_sc: Any):
     return sc
 
 
-def _is_connect(obj: Any) -> bool:
+def is_connect(obj: Any) -> bool:
+    """Whether ``obj`` is a Spark Connect ``SparkSession`` (``SparkSession.builder.remote(...)``)."""
     return type(obj).__module__.startswith("pyspark.sql.connect")
 
 

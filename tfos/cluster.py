@@ -210,12 +210,8 @@ class TFCluster:
                 raise self._final
             if not finished:
                 self._abort(f"shutdown timeout of {limit:.0f}s expired")
-                raise ShutdownTimeoutError(
-                    f"The TF cluster did not finish within timeout={limit:.0f}s; all nodes were stopped. "
-                    f"Still running: {self._running_roles()}. Raise shutdown(timeout=...) if training needs "
-                    "longer; if it should have ended, main_fun is probably stuck (e.g. unequal steps per "
-                    "worker under MultiWorkerMirroredStrategy)."
-                )
+                raise ShutdownTimeoutError.expired(
+                    limit, f"all nodes were stopped. Still running: {self._running_roles()}.")
             if grace_secs:
                 time.sleep(grace_secs)
             with self.server.changed:

@@ -66,6 +66,14 @@ class ReservationTimeoutError(TFOSError, TimeoutError):
 class ShutdownTimeoutError(TFOSError, TimeoutError):
     """The TF cluster did not finish before the ``timeout`` given to ``shutdown``."""
 
+    @classmethod
+    def expired(cls, limit: float, what_happened: str) -> ShutdownTimeoutError:
+        """The error for a ``shutdown(timeout=limit)`` that expired; ``what_happened``: how the nodes were stopped
+        (and what was still running)."""
+        return cls(f"The TF cluster did not finish within timeout={limit:.0f}s; {what_happened} Raise "
+                   "shutdown(timeout=...) if training needs longer; if it should have ended, main_fun is probably "
+                   "stuck (e.g. unequal steps per worker under MultiWorkerMirroredStrategy).")
+
 
 class ControlPlaneError(TFOSError):
     """The control channel between the driver and the TF nodes failed."""

@@ -288,10 +288,7 @@ class ConnectCluster:
         if not self._job.join(limit if limit is not None else 1e9):
             self._job.cancel()
             self._job.join(60)
-            raise ShutdownTimeoutError(
-                f"The TF cluster did not finish within timeout={limit:.0f}s; its Spark job was interrupted, which "
-                "stops every node. Raise shutdown(timeout=...) if training needs longer; if it should have ended, "
-                "main_fun is probably stuck (e.g. unequal steps per worker under MultiWorkerMirroredStrategy).")
+            raise ShutdownTimeoutError.expired(limit, "its Spark job was interrupted, which stops every node.")
         rows = self._rows("The TF cluster failed.")
         state = rows[0].get("state") or {}
         self.cluster_info = state.get("nodes", [])
@@ -311,10 +308,7 @@ class ConnectCluster:
         state = result["state"]
         self._progress = state.get("progress")
         if result["timed_out"]:
-            raise ShutdownTimeoutError(
-                f"The TF cluster did not finish within timeout={limit:.0f}s; all nodes were stopped. Raise "
-                "shutdown(timeout=...) if training needs longer; if it should have ended, main_fun is probably "
-                "stuck (e.g. unequal steps per worker under MultiWorkerMirroredStrategy).")
+            raise ShutdownTimeoutError.expired(limit, "all nodes were stopped.")
         if state["phase"] == "failed":
             raise self._cluster_failed(state, "The TF cluster failed.")
 

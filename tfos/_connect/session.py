@@ -11,15 +11,10 @@ import logging
 import threading
 from typing import Any, Callable
 
-from .._spark import BackgroundJob
+from .._spark import BackgroundJob, is_connect  # noqa: F401 - is_connect: re-exported for the Connect side
 from ..errors import ConfigError, PlacementError
 
 logger = logging.getLogger(__name__)
-
-
-def is_connect(obj: Any) -> bool:
-    """Whether ``obj`` is a Spark Connect ``SparkSession`` (``SparkSession.builder.remote(...)``)."""
-    return type(obj).__module__.startswith("pyspark.sql.connect")
 
 
 def conf(spark, key: str, default: str | None = None) -> str | None:

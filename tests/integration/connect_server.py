@@ -7,12 +7,13 @@ notebook would be.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from tfos.standalone import _kill_trees, _tail
 
@@ -109,3 +110,19 @@ def forget_connect_client() -> None:
     """Removes what a Connect session set in this process's environment (see :data:`CONNECT_CLIENT_ENV`)."""
     for key in CONNECT_CLIENT_ENV:
         os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def connect_session(master: str, conf: Mapping[str, str], log_path: str) -> Iterator:
+    """A Connect client session on a new :class:`ConnectServer` of ``master``; stops both and forgets the client
+    afterwards (the body of every Connect test fixture)."""
+    server = ConnectServer(master, conf, log_path).start()
+    spark = None
+    try:
+        spark = client_session(server.url)
+        yield spark
+    finally:
+        if spark is not None:
+            spark.stop()
+        server.stop()
+        forget_connect_client()

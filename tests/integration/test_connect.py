@@ -18,7 +18,7 @@ import pytest
 import nodefns
 import nodefns_connect
 import nodefns_more
-from connect_server import ConnectServer, client_session, forget_connect_client
+from connect_server import connect_session
 from conftest import DRIVER_CONF, LOCAL_CLUSTER_MASTER
 from tfos import TFCluster, TFParallel, fs
 from tfos.errors import ClusterFailedError, ConfigError, PlacementError
@@ -69,16 +69,8 @@ def connect(spark_sessions, tmp_path_factory):
     """A Connect client session on a Connect server whose application runs on ``local-cluster[2,1,1024]``."""
     spark_sessions.stop()  # no classic session beside the Connect client
     log = tmp_path_factory.mktemp("connect") / "server.log"
-    server = ConnectServer(LOCAL_CLUSTER_MASTER, {**DRIVER_CONF, **S3A_CONF}, str(log)).start()
-    spark = None
-    try:
-        spark = client_session(server.url)
+    with connect_session(LOCAL_CLUSTER_MASTER, {**DRIVER_CONF, **S3A_CONF}, str(log)) as spark:
         yield spark
-    finally:
-        if spark is not None:
-            spark.stop()
-        server.stop()
-        forget_connect_client()
 
 
 def test_the_session_is_a_connect_client(connect):

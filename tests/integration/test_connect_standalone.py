@@ -14,7 +14,7 @@ import pytest
 
 import nodefns
 import nodefns_connect
-from connect_server import ConnectServer, client_session, forget_connect_client
+from connect_server import connect_session
 from conftest import DRIVER_CONF, STANDALONE_CONF
 from tfos import TFCluster
 from tfos.errors import ClusterFailedError
@@ -32,16 +32,8 @@ pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 def connect_standalone(spark_sessions, standalone_cluster, tmp_path_factory):
     spark_sessions.stop()  # the standalone cluster's 2 cores go to the Connect server's application
     log = tmp_path_factory.mktemp("connect-standalone") / "server.log"
-    server = ConnectServer(standalone_cluster.master_url, {**DRIVER_CONF, **STANDALONE_CONF}, str(log)).start()
-    spark = None
-    try:
-        spark = client_session(server.url)
+    with connect_session(standalone_cluster.master_url, {**DRIVER_CONF, **STANDALONE_CONF}, str(log)) as spark:
         yield spark
-    finally:
-        if spark is not None:
-            spark.stop()
-        server.stop()
-        forget_connect_client()
 
 
 def test_tensorflow_mode_and_inference_on_standalone(connect_standalone, tmp_path):

@@ -99,20 +99,12 @@ def connect(spark_sessions, tmp_path_factory):
     """A Connect client session on a Connect server whose application runs on ``local-cluster[2,1,1024]``."""
     pytest.importorskip("grpc", reason="Spark Connect client dependencies missing: pip install 'pyspark[connect]'")
     from conftest import DRIVER_CONF, LOCAL_CLUSTER_MASTER
-    from connect_server import ConnectServer, client_session, forget_connect_client
+    from connect_server import connect_session
 
     spark_sessions.stop()  # no classic session beside the Connect client
-    server = ConnectServer(LOCAL_CLUSTER_MASTER, DRIVER_CONF, str(tmp_path_factory.mktemp("connect") / "server.log"))
-    server.start()
-    spark = None
-    try:
-        spark = client_session(server.url)
+    with connect_session(LOCAL_CLUSTER_MASTER, DRIVER_CONF, str(tmp_path_factory.mktemp("connect") / "server.log")) \
+            as spark:
         yield spark
-    finally:
-        if spark is not None:
-            spark.stop()
-        server.stop()
-        forget_connect_client()
 
 
 def test_validation_data_under_spark_connect(connect, tmp_path):

@@ -623,7 +623,7 @@ def run(
     config, template, base, spark_nodes = prepared.config, prepared.template, prepared.spec, prepared.spark_nodes
     slots, cluster_id = prepared.slots, base.cluster_id
     host = config.control_host or _spark.conf(sc, "spark.driver.host") or local_address_towards("8.8.8.8:53")
-    driver_ps = num_ps if driver_ps_nodes else 0
+    driver_ps = request.driver_ps
     first = _attempt.launch(sc, base, 0, config, host, spark_nodes, driver_ps)
     run_config = _RunConfig(num_executors, spark_nodes, input_mode, tuple(queues), driver_ps_nodes, config,
                             first.spec, host, driver_ps)

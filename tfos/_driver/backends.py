@@ -6,6 +6,7 @@ from .. import _spark
 from .._connect import session as connect
 from ..errors import ConfigError
 from ..fs import S3A_SETTINGS
+from .launch import TENSORFLOW_MODE
 
 
 class ClassicBackend:
@@ -29,9 +30,9 @@ class ClassicBackend:
     def check_request(self, request, config) -> None:
         if request.driver_ps_nodes and not request.num_ps:
             raise ConfigError("driver_ps_nodes=True needs num_ps > 0")
-        if request.driver_ps_nodes and request.input_mode != 0:
+        if request.driver_ps_nodes and request.input_mode != TENSORFLOW_MODE:
             raise ConfigError("driver_ps_nodes=True is only supported with InputMode.TENSORFLOW")
-        if config.max_restarts and request.input_mode != 0:
+        if config.max_restarts and request.input_mode != TENSORFLOW_MODE:
             raise ConfigError(
                 f"max_restarts={config.max_restarts} needs InputMode.TENSORFLOW: with InputMode.SPARK the rows "
                 "TFCluster.train already fed cannot be replayed into a restarted cluster. Set max_restarts=0 "

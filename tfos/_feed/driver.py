@@ -94,21 +94,18 @@ def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float, vali
     inputs: list[_Persisted] = []
     try:
         inputs.append(_Persisted(data))
-        counts = partition_counts(cluster, inputs[0].data, inputs[0].is_df)
-        plan = make_plan(counts, nodes)
-        if plan.quota == 0:
-            raise ConfigError(f"train() got {sum(counts)} rows for {nodes} training nodes: each "
-                              "node needs at least one row per epoch")
+        plan = _counted_plan(cluster, inputs[0], nodes, "rows", "one row per epoch")
         validation = None
         if validation_data is not None:  # counted and checked before anything is fed
             if not hasattr(validation_data, "is_cached"):
                 raise ConfigError("validation_data must be an RDD or a DataFrame, got "
                                   f"{type(validation_data).__name__}")
             inputs.append(_Persisted(validation_data))
-            validation = _validation_plan(cluster, inputs[1], nodes)
+            validation = _counted_plan(cluster, inputs[1], nodes, "validation rows",
+                                       "one validation row (give more validation_data, or none)")
         logger.info("feeding %d epoch(s) of %d rows in %d partitions: %d rows per node per epoch, %d rows per "
-                    "epoch not fed (equal rows per node)", epochs, sum(counts), len(counts), plan.quota,
-                    plan.dropped)
+                    "epoch not fed (equal rows per node)", epochs, plan.quota * nodes + plan.dropped, len(plan.routes),
+                    plan.quota, plan.dropped)
         settings = context.settings
         feed_id = secrets.token_hex(8)
         if validation is not None:
@@ -127,13 +124,13 @@ def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float, vali
             persisted.release()
 
 
-def _validation_plan(cluster: FeedBackend, val: _Persisted, nodes: int):
-    """The equal-rows plan of ``validation_data``, fed once: every node gets ``rows // nodes`` of them."""
-    counts = partition_counts(cluster, val.data, val.is_df)
+def _counted_plan(cluster: FeedBackend, persisted: _Persisted, nodes: int, what: str, need: str):
+    """The equal-rows plan of one input (every node gets ``rows // nodes``); a ConfigError when that is none."""
+    counts = partition_counts(cluster, persisted.data, persisted.is_df)
     plan = make_plan(counts, nodes)
     if plan.quota == 0:
-        raise ConfigError(f"train() got {sum(counts)} validation rows for {nodes} training nodes: each node needs "
-                          "at least one validation row (give more validation_data, or none)")
+        raise ConfigError(f"train() got {sum(counts)} {what} for {nodes} training nodes: each node needs at least "
+                          f"{need}")
     return plan
 
 

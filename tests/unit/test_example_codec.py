@@ -8,6 +8,7 @@ TensorFlow): what we encode must parse there, and what it serializes must decode
 from __future__ import annotations
 
 import gzip
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -296,3 +297,38 @@ def test_sample_spreads_over_files(tmp_path):
     with pytest.raises(DataError, match="hold no record to infer a schema from; pass a schema"):
         _write(tmp_path / "empty.tfrecord", [])
         _tfrecord_source.infer_schema([str(tmp_path / "empty.tfrecord")], {}, 10, ())
+
+
+def _writer(tmp_path, overwrite=False):
+    schema = StructType([StructField("x", LongType())])
+    return _tfrecord_source.TFRecordWriter(str(tmp_path / "out"), schema, overwrite, "none", {}), schema
+
+
+def _batches(schema, n, during=None):
+    for i in range(n):
+        if i == 1 and during is not None:
+            during()
+        yield pa.RecordBatch.from_pydict({"x": [i]}, schema=pa.schema([("x", pa.int64())]))
+
+
+def test_a_task_still_writing_when_the_job_aborts_removes_its_own_file(tmp_path):
+    # Spark aborts the job as soon as one task failed for good; tasks of other partitions may still be running
+    writer, schema = _writer(tmp_path)
+    message = writer.write(_batches(schema, 3, during=lambda: writer.abort([])))
+    assert message.temp is None
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_task_that_starts_after_the_abort_leaves_nothing(tmp_path):
+    writer, schema = _writer(tmp_path)
+    writer.abort([])
+    assert writer.write(_batches(schema, 2)).temp is None
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_commit_moves_the_files_and_removes_the_open_mark(tmp_path):
+    writer, schema = _writer(tmp_path)
+    assert os.path.exists(writer.open_mark)
+    messages = [writer.write(_batches(schema, 2)), writer.write(_batches(schema, 0))]
+    writer.commit(messages)
+    assert sorted(os.listdir(tmp_path / "out")) == ["_SUCCESS", messages[0].final.rsplit("/", 1)[1]]

@@ -13,6 +13,12 @@ Writing is atomic per job: each task writes ``<path>/_temporary/<job>/<attempt>-
 ``<path>``, after removing the old content in overwrite mode, then writes ``<path>/_SUCCESS`` and removes the
 job's temporary directory; ``abort()`` removes the temporary directory. Readers skip ``_``- and ``.``-prefixed
 names, so a job in progress is never read.
+
+A failed job leaves nothing behind, although Spark calls ``abort()`` as soon as one task has failed for good,
+while tasks of other partitions may still be writing: the writer marks the job open (``<job>/_OPEN``, made when
+the writer is created, before any task runs); ``abort()`` removes the mark first, then the directory; a task
+checks the mark after closing its file and, when it is gone, removes its own file. Either the task saw the mark
+(so its file existed before ``abort()`` listed the directory) or it cleans up after itself.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import logging
 import os
 import posixpath
+import time
 import uuid
 import zlib
 from typing import Iterator, Mapping
@@ -41,6 +48,8 @@ logger = logging.getLogger(__name__)
 FORMAT = "tfrecord"
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
+OPEN = "_OPEN"
+_ABORT_TRIES = 5
 DEFAULT_NUM_SAMPLES = 100
 _BATCH_ROWS = 2048
 _BATCH_BYTES = 8 << 20
@@ -214,7 +223,12 @@ class TFRecordWriter(DataSourceArrowWriter):
         fsys, self.root = fresh_filesystem(url, self.env)
         self.root = self.root.rstrip("/")
         self.job_dir = posixpath.join(self.root, TEMPORARY, self.job)
+        self.open_mark = posixpath.join(self.job_dir, OPEN)
         _check_bucket(fsys, url, self.root)
+        with fs.translated(url):
+            if fs.scheme(url) != "s3":
+                fsys.makedirs(self.job_dir, exist_ok=True)
+            fsys.pipe_file(self.open_mark, b"")
 
     def __repr__(self) -> str:  # never the env: it may hold secrets
         return f"TFRecordWriter({self.url!r}, job {self.job}, overwrite={self.overwrite})"
@@ -250,6 +264,11 @@ class TFRecordWriter(DataSourceArrowWriter):
                     sink.close()
                 if out is not None:
                     out.close()
+            fsys.invalidate_cache()
+            if out is not None and not fsys.exists(self.open_mark):  # aborted while this task wrote
+                _remove_quietly(fsys, temp)
+                _remove_job_dir(fsys, self.root, self.job_dir, quiet=True)
+                return WrittenFile(None, final, 0, 0)
         return WrittenFile(temp if out is not None else None, final, rows, size)
 
     def commit(self, messages) -> None:
@@ -267,7 +286,8 @@ class TFRecordWriter(DataSourceArrowWriter):
     def abort(self, messages) -> None:
         fsys, _ = fresh_filesystem(self.url, self.env)
         with fs.translated(self.url):
-            _remove_job_dir(fsys, self.root, self.job_dir)
+            _remove_quietly(fsys, self.open_mark)  # first: a task that finishes from now on cleans up itself
+            _remove_job_dir(fsys, self.root, self.job_dir, quiet=True)
         logger.warning("TFRecord write to %s failed; its temporary files were removed", self.url)
 
 
@@ -304,12 +324,36 @@ def _remove_content(fsys, root: str) -> None:
             fsys.rm(entry, recursive=True)
 
 
-def _remove_job_dir(fsys, root: str, job_dir: str) -> None:
-    if fsys.exists(job_dir):
-        fsys.rm(job_dir, recursive=True)
+def _remove_quietly(fsys, path: str) -> None:
+    try:
+        fsys.rm(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_job_dir(fsys, root: str, job_dir: str, quiet: bool = False) -> None:
+    """Removes the job's temporary directory, then ``_temporary`` if no other job uses it.
+
+    With ``quiet`` (an aborted job, whose tasks may still be finishing and removing their own files at the same
+    time), a removal that races with them is tried again, and one that still fails is logged, not raised: the
+    job's own error is what the user must see.
+    """
     temporary = posixpath.join(root, TEMPORARY)
-    if fsys.exists(temporary) and not fsys.ls(temporary, detail=False):
-        fsys.rm(temporary, recursive=True)
+    for attempt in range(_ABORT_TRIES if quiet else 1):
+        try:
+            fsys.invalidate_cache()
+            if fsys.exists(job_dir):
+                fsys.rm(job_dir, recursive=True)
+            if fsys.exists(temporary) and not fsys.ls(temporary, detail=False):
+                fsys.rm(temporary, recursive=True)
+            return
+        except OSError as exc:  # FileNotFoundError, or "directory not empty": a task is removing its file
+            if not quiet:
+                raise
+            if attempt == _ABORT_TRIES - 1:
+                logger.warning("Could not remove %s after a failed write (%s); it is never read and can be "
+                               "deleted", job_dir, exc)
+            time.sleep(0.05 * (attempt + 1))
 
 
 # ---------------------------------------------------------------------------------------------- data source

@@ -8,12 +8,15 @@ All three move the same rows (784 float32 features + an int64 label) into a cons
 - spark alone: the same cached DataFrame through ``mapInArrow`` with the batches dropped: what Spark itself
   can hand to Python here (its JVM-to-Arrow conversion of array columns), the ceiling for any Spark feed.
 - tfos: a cached DataFrame on a ``local-cluster[2,1,2048]`` master fed with ``cluster.train`` to 2 TF nodes,
-  each iterating ``feed.dataset(label="label").batch(B)``. Reported two ways: the nodes' receive rate
-  (rows from each node's first batch to its last, summed over nodes) and the end-to-end rate of the
-  ``train()`` call (including the row count and Spark's JVM-to-Arrow conversion), started once both nodes
-  have imported TensorFlow (on 2 cores, TF's import would otherwise compete with the feed).
+  each iterating ``feed.dataset(label="label").batch(B)``, on each of the feed's two paths
+  (``feed_path=spark``: every epoch through Spark tasks; ``feed_path=parquet``: Spark writes the DataFrame once
+  as Parquet and the nodes read it, ``tfos._feed.parquet``). Reported two ways: the nodes' receive rate
+  (rows from each node's first batch to its last, summed over nodes) and the end-to-end rate of the whole
+  ``train()`` call (including the Spark path's row count, or the fast path's Parquet write), started once
+  both nodes have imported TensorFlow (on 2 cores, TF's import would otherwise compete with the feed). CPU
+  seconds per process class during each ``train()`` call are recorded too (psutil).
 
-Run: ``.venv/bin/python bench/feed_throughput.py [--rows 60000] [--repeats 3]``; writes
+Run: ``.venv/bin/python bench/feed_throughput.py [--rows 60000] [--epochs 3] [--repeats 3]``; writes
 ``bench/results/feed_throughput.md``.
 """
 
@@ -127,37 +130,79 @@ def make_df(spark, rows: int):
     return df
 
 
-def tfos_feed(spark, df, rows: int, epochs: int) -> tuple[float, float]:
+CPU_CLASSES = ("tf", "python_workers", "executor_jvms", "driver")
+
+
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of this process and every process under it, with its class."""
+    import psutil
+
+    me = psutil.Process()
+    seen = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            cmd = " ".join(proc.cmdline())
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        if proc.pid == me.pid or "SparkSubmit" in cmd:
+            kind = "driver"
+        elif "tfos._node.child" in cmd:
+            kind = "tf"
+        elif "CoarseGrainedExecutorBackend" in cmd:
+            kind = "executor_jvms"
+        elif "pyspark" in cmd or "tfos._node" in cmd:
+            kind = "python_workers"
+        else:
+            continue
+        seen[proc.pid] = (kind, times.user + times.system)
+    return seen
+
+
+def cpu_between(before: dict, after: dict) -> dict[str, float]:
+    totals = {kind: 0.0 for kind in CPU_CLASSES}
+    for pid, (kind, secs) in after.items():
+        totals[kind] += secs - (before[pid][1] if pid in before else 0.0)
+    return totals
+
+
+def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "") -> tuple[float, float, dict]:
     import cloudpickle
 
     from tfos import TFCluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    if feed_path:  # through the environment: older checkouts (bench/feed_routing.py) ignore it
+        os.environ["TFOS_FEED_PATH"] = feed_path
     out = tempfile.mkdtemp(prefix="tfos-bench-")
     cluster = TFCluster.run(spark.sparkContext, consume, {"out": out, "batch": BATCH, "epochs": epochs}, 2,
                             input_mode=TFCluster.InputMode.SPARK)
     deadline = time.monotonic() + 120
     while not all(os.path.exists(f"{out}/ready{i}") for i in range(2)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    before = cpu_snapshot()
     start = time.perf_counter()
     cluster.train(df, num_epochs=epochs)
     wall = time.perf_counter() - start
+    cpu = cpu_between(before, cpu_snapshot())
     cluster.shutdown(timeout=600)
     nodes = [json.load(open(f"{out}/node{i}.json")) for i in range(2)]
     received = sum(n["rows"] for n in nodes)
     node_rate = sum(n["rows"] / n["seconds"] for n in nodes if n["seconds"])
-    return node_rate, received / wall
+    return node_rate, received / wall, {**cpu, "wall": wall}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=60000)
     parser.add_argument("--queue-rows", type=int, default=20000, help="rows for the (slow) queue baseline")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "feed_throughput.md"))
     parser.add_argument("--tfos-only", default="", metavar="JSON",
                         help="run only tfos's feed once and write its two rates to this file (bench/feed_routing.py)")
+    parser.add_argument("--feed-path", default="spark", choices=("spark", "parquet"),
+                        help="the feed path of --tfos-only")
     args = parser.parse_args()
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -169,12 +214,15 @@ def main() -> None:
     if os.environ.get("PYTHONPATH"):  # bench/feed_routing.py runs another checkout of tfos this way
         builder = builder.config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
     spark = builder.getOrCreate()
-    runs = {"ceiling": [], "queue": [], "spark_alone": [], "tfos_nodes": [], "tfos_end_to_end": []}
+    runs: dict[str, list[float]] = {key: [] for key in (
+        "ceiling", "queue", "spark_alone", "spark_path_nodes", "spark_path_end_to_end", "parquet_path_nodes",
+        "parquet_path_end_to_end")}
+    cpu: dict[str, list[dict]] = {"spark": [], "parquet": []}
     df = make_df(spark, args.rows)
     if args.tfos_only:
         import tfos
 
-        node_rate, e2e = tfos_feed(spark, df, args.rows, args.epochs)
+        node_rate, e2e, _ = tfos_feed(spark, df, args.rows, args.epochs, args.feed_path)
         with open(args.tfos_only, "w") as f:
             json.dump({"tfos_nodes": node_rate, "tfos_end_to_end": e2e, "tfos": os.path.dirname(tfos.__file__)}, f)
         spark.stop()
@@ -184,15 +232,17 @@ def main() -> None:
         runs["ceiling"].append(ceiling(args.rows))
         runs["queue"].append(queue_feed(args.queue_rows))
         runs["spark_alone"].append(spark_alone(df, args.rows))
-        node_rate, e2e = tfos_feed(spark, df, args.rows, args.epochs)
-        runs["tfos_nodes"].append(node_rate)
-        runs["tfos_end_to_end"].append(e2e)
+        for path in ("spark", "parquet") if i % 2 == 0 else ("parquet", "spark"):
+            node_rate, e2e, used = tfos_feed(spark, df, args.rows, args.epochs, path)
+            runs[f"{path}_path_nodes"].append(node_rate)
+            runs[f"{path}_path_end_to_end"].append(e2e)
+            cpu[path].append(used)
         print(f"run {i + 1}: " + ", ".join(f"{k}={v[-1]:,.0f} rows/s" for k, v in runs.items()), flush=True)
     spark.stop()
-    write_report(args, runs)
+    write_report(args, runs, cpu)
 
 
-def write_report(args, runs) -> None:
+def write_report(args, runs, cpu) -> None:
     med = {k: statistics.median(v) for k, v in runs.items()}
     lines = [
         "# Feed throughput into TF (InputMode.SPARK)",
@@ -208,12 +258,30 @@ def write_report(args, runs) -> None:
     for key, label in [("ceiling", "ceiling: from_tensor_slices, one process"),
                        ("queue", "TFoS-style queue, one record at a time"),
                        ("spark_alone", "spark alone: mapInArrow, batches dropped"),
-                       ("tfos_nodes", "tfos: rate received by the TF nodes"),
-                       ("tfos_end_to_end", "tfos: end to end, train() wall time")]:
+                       ("spark_path_nodes", "tfos, Spark path: rate received by the TF nodes"),
+                       ("spark_path_end_to_end", "tfos, Spark path: whole train() call"),
+                       ("parquet_path_nodes", "tfos, Parquet path: rate received by the TF nodes"),
+                       ("parquet_path_end_to_end", "tfos, Parquet path: whole train() call")]:
         v = runs[key]
         lines.append(f"| {label} | {med[key]:,.0f} | {med[key] * ROW_BYTES / 1e6:,.1f} | {min(v):,.0f} | "
                      f"{max(v):,.0f} | {med[key] / med['ceiling']:.1%} | {med[key] / med['queue']:,.1f}x | "
                      f"{med[key] / med['spark_alone']:.0%} |")
+    nodes, whole = med["parquet_path_nodes"], med["parquet_path_end_to_end"]
+    goals = [("nodes receive at least 80% of the ceiling", nodes / med["ceiling"] >= 0.8,
+              f"{nodes / med['ceiling']:.0%}"),
+             (f"a whole {args.epochs}-epoch train() at least 50% of the ceiling", whole / med["ceiling"] >= 0.5,
+              f"{whole / med['ceiling']:.0%}"),
+             ("at least 100x the per-record queue (nodes)", nodes / med["queue"] >= 100,
+              f"{nodes / med['queue']:,.0f}x")]
+    lines += ["", "Goals (Parquet path): " + "; ".join(f"{text}: {got}, {'met' if ok else 'MISSED'}"
+                                                       for text, ok, got in goals) + ".", "",
+              f"CPU seconds per process class during one whole train() call ({args.epochs} epochs, median of "
+              f"{args.repeats}):", "",
+              "| path | wall s | " + " | ".join(CPU_CLASSES) + " |", "|---|---|" + "---|" * len(CPU_CLASSES)]
+    for path, used in cpu.items():
+        if used:
+            cells = [statistics.median(u[k] for u in used) for k in ("wall", *CPU_CLASSES)]
+            lines.append(f"| {path} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
     _results.save(args.out, lines, runs)
 
 

@@ -318,7 +318,7 @@ class TFCluster:
     # ----- tfos._feed.driver.FeedBackend -----------------------------------------------------------------
     def _feed_context(self) -> feed_driver.FeedContext:
         return feed_driver.FeedContext(tuple(self._feed_addresses()), self._config.spec.secret,
-                                       self._config.settings)
+                                       self._config.settings, self.defaultFS)
 
     def _node_progress(self) -> list[dict]:
         return self.progress()

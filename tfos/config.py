@@ -23,6 +23,19 @@ feed_queue_chunks              TFOS_FEED_QUEUE_CHUNKS      16         messages o
                                                                       the feeding tasks wait (its memory bound)
 feed_stall_timeout             TFOS_FEED_STALL_TIMEOUT     60         seconds a feeding task waits on a node whose reader
                                                                       takes no rows before train() fails as stalled
+feed_path                      TFOS_FEED_PATH              auto       how train() feeds a DataFrame: parquet (Spark writes
+                                                                      it once as Parquet, the nodes read it; see
+                                                                      tfos._feed.parquet), spark (every epoch through
+                                                                      Spark tasks), auto (parquet when there is a cache
+                                                                      directory every node can read); RDDs: always spark
+feed_cache_dir                 TFOS_FEED_CACHE_DIR         (auto)     where the parquet path writes (a directory every
+                                                                      node can read: HDFS, S3, or local disk on one
+                                                                      host); unset: the temp directory on a one-host
+                                                                      cluster, else <fs.defaultFS>/tmp/tfos-feed-cache
+feed_shuffle                   TFOS_FEED_SHUFFLE           1          shuffle the training rows every epoch: the order
+                                                                      of the parquet path's row groups, and the rows
+                                                                      within each row group or Spark-path message
+feed_seed                      TFOS_FEED_SEED              -1         seed of that shuffle (-1: a new one per train())
 forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr: 1
                                                                       (without TensorFlow's C++ start-up chatter, see
                                                                       tfos._node.chatter), all (every line), 0 (none)
@@ -94,6 +107,10 @@ class Settings:
     feed_chunk_rows: int = 1024
     feed_queue_chunks: int = 16
     feed_stall_timeout: float = 60.0
+    feed_path: str = "auto"
+    feed_cache_dir: str = ""
+    feed_shuffle: bool = True
+    feed_seed: int = -1
     forward_logs: str = "1"
     gpus_per_node: int = 1
     gpu_lock_dir: str = ""
@@ -134,6 +151,11 @@ class Settings:
         if self.feed_stall_timeout <= 0:
             raise ConfigError(f"feed_stall_timeout must be > 0, got {self.feed_stall_timeout} "
                               "(TFOS_FEED_STALL_TIMEOUT)")
+        if self.feed_path not in ("auto", "parquet", "spark"):
+            raise ConfigError(f"feed_path must be 'auto', 'parquet' or 'spark', got {self.feed_path!r} (TFOS_FEED_PATH)")
+        if self.feed_seed < -1:
+            raise ConfigError(f"feed_seed must be >= 0, or -1 for a new seed per train() call, got {self.feed_seed} "
+                              "(TFOS_FEED_SEED)")
         if self.gpus_per_node < 0:
             raise ConfigError(f"gpus_per_node must be >= 0, got {self.gpus_per_node} (TFOS_GPUS_PER_NODE)")
         if self.hang_timeout < 0:

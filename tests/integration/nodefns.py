@@ -285,3 +285,22 @@ def assert_full_equal_epochs(fits: list[dict], epochs: int) -> None:
     per_epoch = epoch_steps(fits)
     assert all(steps == per_epoch[0] for steps in per_epoch), per_epoch
     assert len(per_epoch[0]) == epochs and all(5 <= n <= 7 for n in per_epoch[0]), per_epoch
+
+
+def read_typed_rows(args, ctx):
+    """TensorFlowOnSpark's loop over next_arrays until the feed ends; writes every row (JSON values) in the
+    order read, and each column's numpy dtype."""
+    feed = ctx.get_data_feed(train_mode=True)
+    rows, dtypes = [], {}
+    while not feed.should_stop():
+        arrays = feed.next_arrays(100)
+        if not arrays:
+            continue
+        dtypes = {k: str(v.dtype) for k, v in arrays.items()}
+        for k in range(len(arrays["id"])):
+            rows.append({c: (v[k].tolist() if hasattr(v[k], "tolist") else v[k]) for c, v in arrays.items()})
+    for row in rows:
+        row.update({c: v.decode("latin-1") if isinstance(v, bytes) else v for c, v in row.items()})
+        row.update({c: str(v) for c, v in row.items() if not isinstance(v, (int, float, str, list, bool))})
+    with open(os.path.join(args["out"], f"typed{ctx.worker_num}.json"), "w") as f:
+        json.dump({"rows": rows, "dtypes": dtypes}, f)

@@ -8,6 +8,7 @@ for what Connect cannot do.
 
 import contextlib
 import json
+import logging
 import os
 import threading
 
@@ -124,7 +125,7 @@ def test_node_failure_comes_back_with_its_traceback(connect):
         cluster.shutdown()
 
 
-def test_dataframe_feed_train_and_inference(connect, tmp_path):
+def test_dataframe_feed_train_and_inference(connect, tmp_path, caplog):
     rows = [(p, [float(i % 7)] * 4, i % 2) for p, n in enumerate([50, 3, 27]) for i in range(n)]
     df = connect.createDataFrame(rows, "p int, x array<float>, label long").repartition(3, "p").drop("p")
     # The control server and the feeds listen on the executors; the client listens on nothing while the nodes
@@ -136,7 +137,9 @@ def test_dataframe_feed_train_and_inference(connect, tmp_path):
         assert all(n["feed_addr"] for n in cluster.cluster_info) and cluster.cluster_meta["server_addr"]
         with pytest.raises(ConfigError, match=r"under Spark Connect there is no SparkContext.*pass a DataFrame"):
             cluster.train([(1, [1.0] * 4, 0)])
-        cluster.train(df, num_epochs=2)
+        with caplog.at_level(logging.INFO, logger="tfos._feed.driver"):
+            cluster.train(df, num_epochs=2)
+        assert "(parquet path)" in caplog.text  # the fast path works with a Connect session too
         assert [p["role"] for p in cluster.progress()] == ["chief:0", "worker:0"]  # asked from node 0
         cluster.shutdown(timeout=300)
     assert not opened

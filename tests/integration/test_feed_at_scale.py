@@ -52,7 +52,8 @@ def test_tensorflowonspark_loop_with_many_large_partitions_on_two_slots(spark_lo
     assert all(r["steps"] == 2 * r["expected"] == 2 * 168 for r in results)
 
 
-def test_dataframe_dataset_fit_on_three_nodes_over_several_epochs(spark_local_cluster3, tmp_path):
+@pytest.mark.parametrize("feed_path", ["parquet", "spark"])
+def test_dataframe_dataset_fit_on_three_nodes_over_several_epochs(spark_local_cluster3, tmp_path, feed_path):
     from pyspark.sql import functions as F
 
     spark = spark_local_cluster3
@@ -66,7 +67,7 @@ def test_dataframe_dataset_fit_on_three_nodes_over_several_epochs(spark_local_cl
     args = {"out": str(tmp_path), "batch": 16, "epochs": 3}
     start = time.monotonic()
     cluster = TFCluster.run(spark.sparkContext, nodefns.feed_fit_images, args, 3, input_mode=SPARK,
-                            master_node="chief", **SMALL_QUEUE)
+                            master_node="chief", feed_path=feed_path, **SMALL_QUEUE)
     cluster.train(df, num_epochs=3)
     cluster.shutdown(timeout=300)
     assert time.monotonic() - start < 300

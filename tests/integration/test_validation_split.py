@@ -60,17 +60,18 @@ def check_shares(out, train_rows, val_rows, epochs):
     assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == 2 * (val_rows // 2)
 
 
-@pytest.mark.parametrize("kind", ["rdd", "dataframe"])
+@pytest.mark.parametrize("kind", ["rdd", "dataframe", "dataframe-spark-path"])
 def test_fit_with_validation_data_replays_each_nodes_equal_share_every_epoch(spark_local_cluster, tmp_path, kind):
     spark = spark_local_cluster
     sc = spark.sparkContext
+    path = {"feed_path": "spark"} if kind == "dataframe-spark-path" else {}  # DataFrames: Parquet by default
     if kind == "rdd":
         data, val, label = rows_rdd(sc, TRAIN_SIZES, 0), rows_rdd(sc, VAL_SIZES, VAL_BASE), 1
     else:
         data, val, label = range_df(spark, 900, 6, 0), range_df(spark, 1601, 5, VAL_BASE), "label"
     args = {"out": str(tmp_path), "batch": 16, "epochs": 2, "label": label}
     cluster = TFCluster.run(sc, nodefns.fit_with_validation, args, 2, input_mode=SPARK, master_node="chief",
-                            **SMALL_QUEUE)
+                            **SMALL_QUEUE, **path)
     try:
         cluster.train(data, num_epochs=2, validation_data=val)
     finally:

@@ -177,7 +177,8 @@ class ConnectCluster:
     def _feed_context(self):
         from .._feed.driver import FeedContext
 
-        return FeedContext(tuple(self._feed_addresses()), self._config.spec.secret, self._config.settings)
+        return FeedContext(tuple(self._feed_addresses()), self._config.spec.secret, self._config.settings,
+                           self.defaultFS)
 
     def _node_progress(self) -> list[dict]:
         try:

@@ -47,6 +47,10 @@ class FeedTarget:
             counts as stalled (``feed_stall_timeout``).
         split: ``"train"``, or ``"validation"`` for the job that feeds ``train()``'s ``validation_data``.
         validation: whether this ``train()`` call has validation data (the nodes' readers learn it from this).
+        seed: the call's shuffle seed (``feed_shuffle``); None keeps the rows in the order they come.
+        shares: the Parquet fast path (``tfos._feed.parquet``): each node's pieces of the epoch, which the node
+            reads itself; None on the Spark path.
+        quota: rows each node gets, on the fast path (the Spark path's is ``plan.quota``).
     """
 
     addresses: tuple[str, ...]
@@ -60,12 +64,24 @@ class FeedTarget:
     stall_timeout: float = 60.0
     split: str = "train"
     validation: bool = False
+    seed: int | None = None
+    shares: tuple | None = None
+    quota: int = 0
 
     @property
     def hello(self) -> dict:
         plan = self.plan
+        quota = plan.quota if plan else self.quota
         return {"kind": "train", "feed": self.feed_id, "epoch": self.epoch, "split": self.split,
-                "validation": self.validation, "quota": plan.quota if plan else 0, "even": plan.even if plan else 0}
+                "validation": self.validation, "quota": quota, "even": plan.even if plan else quota,
+                "seed": self.seed}
+
+    def node_hello(self, node: int, partition: int) -> dict:
+        """The hello of ``node``'s connection: on the fast path it names the node's pieces."""
+        hello = {**self.hello, "partition": partition, "node": node}
+        if self.shares is not None:
+            hello.update(pieces=list(self.shares[node]), chunk_rows=self.chunk_rows)
+        return hello
 
     @property
     def what(self) -> str:
@@ -108,7 +124,7 @@ class _Link:
             raise FeedError(f"cannot reach the TF node's feed at {self.address}: {exc}. The node may have failed "
                             "(see the driver's error) or the executors cannot reach each other.") from None
         try:
-            p.send_json(self.sock, p.HELLO, {**target.hello, "partition": partition})
+            p.send_json(self.sock, p.HELLO, target.node_hello(node, partition))
             self._read_answer()
         except (OSError, p.ChannelClosed) as exc:
             self.close()
@@ -246,8 +262,9 @@ class _Feeder:
         self.links: dict[int, _Link] = {}
         self._senders: dict[int, _Sender] = {}
         self._next_check: dict[int, float] = {}
+        nodes = target.plan.nodes_of(partition) if target.plan else range(len(target.addresses))
         try:
-            for node in target.plan.nodes_of(partition):
+            for node in nodes:
                 self.links[node] = _Link(node, target, partition)
         except BaseException:
             self.close()
@@ -310,11 +327,13 @@ def node_status(address: str, target: FeedTarget) -> dict:
 
 def stall_report(target: FeedTarget, node: int, secs: float, partition: int) -> str:
     """What a stalled feeding task knows: the node that stopped taking rows, and every node's counts."""
-    quota = target.plan.quota if target.plan else 0
+    quota = target.hello["quota"]
+    waiter = (f"the fast-path feeding task waited {secs:.0f}s for it to queue its share of the Parquet cache"
+              if target.shares is not None else
+              f"the task feeding partition {partition} waited {secs:.0f}s to send it more")
     lines = [f"The Spark feed stalled in {target.what}: node {node} "
-             f"({target.addresses[node]}) took no rows for {target.stall_timeout:.0f}s or more while the task "
-             f"feeding partition {partition} waited {secs:.0f}s to send it more (feed_stall_timeout="
-             f"{target.stall_timeout:.0f}s)."]
+             f"({target.addresses[node]}) took no rows for {target.stall_timeout:.0f}s or more while {waiter} "
+             f"(feed_stall_timeout={target.stall_timeout:.0f}s)."]
     for num, address in enumerate(target.addresses):
         lines.append(f"  node {num}: {describe_status(node_status(address, target), quota)}")
     lines.append(
@@ -426,6 +445,17 @@ def train_arrow(target: FeedTarget, batches: Iterable) -> Iterator:
             raise _short_partition(target, partition, offset)
 
     outcome = _feed_partition(target, partition, send_all)
+    yield pa.RecordBatch.from_pydict({"outcome": [json.dumps(outcome)]}, schema=pa.schema([("outcome", pa.string())]))
+
+
+def train_parquet(target: FeedTarget, batches: Iterable) -> Iterator:
+    """``mapInArrow`` body of the fast path's one feeding task per epoch: tells every node its pieces (each
+    node reads them itself) and waits until all are queued, with the same stall check as the Spark path."""
+    import pyarrow as pa
+
+    for _ in batches:
+        pass
+    outcome = _feed_partition(target, _partition_id(), lambda feeder: None)
     yield pa.RecordBatch.from_pydict({"outcome": [json.dumps(outcome)]}, schema=pa.schema([("outcome", pa.string())]))
 
 

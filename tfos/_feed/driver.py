@@ -1,6 +1,9 @@
-"""The driver side of InputMode.SPARK: count rows, plan, and run the feeding and scoring jobs.
+"""The driver side of InputMode.SPARK: plan, and run the feeding and scoring jobs.
 
-A ``train()`` call with ``validation_data`` counts and plans both inputs before feeding anything, feeds the
+Each input of a ``train()`` call takes one of two paths (``feed_path``): a DataFrame is written once as Parquet
+and read by the nodes (``tfos._feed.parquet``: no counting pass, one task per epoch), or it goes through
+Spark tasks every epoch (``tfos._feed.client``: counted once, persisted, routed by ``tfos._feed.plan``); RDDs
+always take the second. A call with ``validation_data`` opens both inputs before feeding anything, feeds the
 validation rows once (one job, split ``"validation"``: the nodes write them to disk), then the epochs.
 
 ``TFCluster.train`` and ``TFCluster.inference`` (classic and Spark Connect) delegate here. What the feed needs
@@ -18,7 +21,7 @@ from typing import Any, Callable, Protocol
 from .. import _spark
 from ..config import Settings
 from ..errors import ConfigError, FeedStallError
-from . import client as feed
+from . import client as feed, parquet
 from .client import FeedTarget
 from .plan import make_plan
 
@@ -35,6 +38,7 @@ class FeedContext:
     addresses: tuple[str, ...]  # of the training nodes (chief/master/worker), in node order
     secret: str = dataclasses.field(repr=False)
     settings: Settings = dataclasses.field(default_factory=Settings)
+    default_fs: str = ""  # the cluster's fs.defaultFS (where the Parquet fast path may put its cache)
 
 
 class FeedBackend(Protocol):
@@ -68,65 +72,189 @@ def partition_counts(cluster: FeedBackend, data, is_df: bool) -> list[int]:
     return [n for _, n in sorted(pairs)]
 
 
-class _Persisted:
-    """``data`` persisted (memory and disk) for its count and feeds, unless the user cached it already."""
+class _SparkInput:
+    """One input fed through Spark tasks: persisted (memory and disk) unless the user cached it, counted once,
+    routed by the equal-rows plan (``tfos._feed.plan``)."""
 
-    def __init__(self, data) -> None:
+    path = "spark"
+
+    def __init__(self, cluster: FeedBackend, data, nodes: int, what: str, need: str) -> None:
         self.cached = data.is_cached
         if not self.cached:
             from pyspark import StorageLevel
 
             data = data.persist(StorageLevel.MEMORY_AND_DISK)  # counted once, read every epoch
         self.data, self.is_df = data, is_dataframe(data)
+        try:
+            self.plan = _counted_plan(cluster, self, nodes, what, need)
+        except BaseException:
+            self.release()
+            raise
+        self.quota, self.dropped, self.parts = self.plan.quota, self.plan.dropped, len(self.plan.routes)
+
+    def target(self, base: FeedTarget, epoch: int) -> FeedTarget:
+        return dataclasses.replace(base, plan=self.plan, epoch=epoch)
+
+    def run(self, cluster: FeedBackend, target: FeedTarget, description: str) -> list[dict]:
+        data = self.data
+        if self.is_df:
+            fn = _spark.bind(feed.train_arrow, target)
+            rows = cluster._run_feed_job(lambda: data.mapInArrow(fn, "outcome string").collect(), description)
+            return [json.loads(r.outcome) for r in rows]
+        fn = _spark.bind(feed.train_rows, target)
+        return [json.loads(r) for r in cluster._run_feed_job(lambda: data.mapPartitions(fn).collect(), description)]
 
     def release(self) -> None:
         if not self.cached:
             self.data.unpersist()
 
 
+class _ParquetInput:
+    """One DataFrame input on the fast path (``tfos._feed.parquet``): written once to a cache directory, its row
+    counts read from the Parquet footers, each epoch's shares read by the nodes themselves."""
+
+    path = "parquet"
+
+    def __init__(self, cluster: FeedBackend, df, url: str, nodes: int, what: str, need: str) -> None:
+        self.df, self.url, self.nodes, self.session = df, url, nodes, df.sparkSession
+        self.written = True  # from now on release() removes the directory, whatever happens
+        try:
+            errors = cluster._run_feed_job(lambda: _write_or_error(df, url), f"tfos: write the feed cache {url}")
+            if errors:
+                raise CacheUnusable(errors[0])
+            files = self.session.read.parquet(url).inputFiles()
+            paths = self.session.createDataFrame([(f,) for f in sorted(files)], "path string")
+            rows = cluster._run_feed_job(
+                lambda: paths.repartition(max(1, min(len(files), 8))).mapInArrow(
+                    parquet.footers, "path string, row_group int, rows long").collect(),
+                "tfos: read the feed cache's row counts")
+        except BaseException:
+            self.release()
+            raise
+        self.groups = [parquet.RowGroup(r.path, r.row_group, r.rows) for r in
+                       sorted(rows, key=lambda r: (r.path, r.row_group)) if r.rows]
+        total = sum(g.rows for g in self.groups)
+        self.quota, self.dropped, self.parts = total // nodes, total % nodes, len(self.groups)
+        if self.quota == 0:
+            self.release()
+            raise ConfigError(f"train() got {total} {what} for {nodes} training nodes: each node needs at least "
+                              f"{need}")
+
+    def target(self, base: FeedTarget, epoch: int) -> FeedTarget:
+        _, pieces = parquet.shares(self.groups, self.nodes, epoch, base.seed)
+        return dataclasses.replace(base, epoch=epoch, quota=self.quota,
+                                   shares=tuple(tuple(x.to_json() for x in node) for node in pieces))
+
+    def run(self, cluster: FeedBackend, target: FeedTarget, description: str) -> list[dict]:
+        fn = _spark.bind(feed.train_parquet, target)
+        one = self.session.range(0, 1, 1, 1)
+        rows = cluster._run_feed_job(lambda: one.mapInArrow(fn, "outcome string").collect(), description)
+        return [json.loads(r.outcome) for r in rows]
+
+    def release(self) -> None:
+        """Removes the cache directory (a one-task job, where the files are: the driver may not reach them)."""
+        if not self.written:
+            return
+        self.written = False
+        url = self.url
+        try:
+            self.session.createDataFrame([(url,)], "url string").repartition(1).mapInArrow(
+                parquet.remove, "done boolean").collect()
+        except Exception as exc:  # noqa: BLE001 - the feed's own outcome matters more
+            logger.warning("could not remove the feed cache %s (%s); it is safe to delete", url, exc)
+
+
+class CacheUnusable(ConfigError):
+    """The fast path's cache directory cannot be written."""
+
+
+def _write_or_error(df, url: str) -> list[str]:
+    try:
+        parquet.write(df, url)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _open_input(cluster: FeedBackend, context: FeedContext, data, nodes: int, what: str, need: str):
+    """The input on the path ``feed_path`` and the data choose (see ``tfos._feed.parquet``)."""
+    settings = context.settings
+    choice = settings.feed_path
+    if choice == "spark" or not is_dataframe(data):
+        if choice == "parquet" and not is_dataframe(data):
+            logger.info("feed_path=parquet applies to DataFrames; this %s goes through Spark tasks",
+                        type(data).__name__)
+        return _SparkInput(cluster, data, nodes, what, need)
+    root = parquet.cache_root(settings.feed_cache_dir, context.default_fs, _session_conf(data, "spark.master"),
+                              _session_conf(data, "spark.driver.host"),
+                              (a.rsplit(":", 1)[0].strip("[]") for a in context.addresses))
+    if not root:
+        if choice == "parquet":
+            raise ConfigError(
+                "feed_path=parquet needs a cache directory every TF node can read, and this cluster has several "
+                "hosts and a local default file system: set feed_cache_dir (TFOS_FEED_CACHE_DIR) to an hdfs:// or "
+                "s3:// directory, or use feed_path=spark (TFOS_FEED_PATH).")
+        logger.info("feeding through Spark tasks: no cache directory every node can read (set feed_cache_dir for "
+                    "the faster Parquet path)")
+        return _SparkInput(cluster, data, nodes, what, need)
+    try:
+        return _ParquetInput(cluster, data, parquet.new_cache_dir(root), nodes, what, need)
+    except CacheUnusable as exc:
+        if choice == "parquet" or settings.feed_cache_dir:
+            raise
+        logger.warning("feeding through Spark tasks: %s", exc)
+        return _SparkInput(cluster, data, nodes, what, need)
+
+
+def _session_conf(df, key: str) -> str:
+    try:
+        return df.sparkSession.conf.get(key, "") or ""
+    except Exception:  # noqa: BLE001 - a conf the server does not show
+        return ""
+
+
 def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float, validation_data=None) -> None:
     """See ``TFCluster.train``."""
     if num_epochs < 0:
         raise ConfigError(f"num_epochs must be >= 0, got {num_epochs}")
+    if validation_data is not None and not hasattr(validation_data, "is_cached"):
+        raise ConfigError(f"validation_data must be an RDD or a DataFrame, got {type(validation_data).__name__}")
     epochs = num_epochs or DEFAULT_EPOCHS
     context = cluster._feed_context()
     nodes = len(context.addresses)
-    inputs: list[_Persisted] = []
+    settings = context.settings
+    inputs: list = []
     try:
-        inputs.append(_Persisted(data))
-        plan = _counted_plan(cluster, inputs[0], nodes, "rows", "one row per epoch")
-        validation = None
+        inputs.append(_open_input(cluster, context, data, nodes, "rows", "one row per epoch"))
+        train_in, validation = inputs[0], None
         if validation_data is not None:  # counted and checked before anything is fed
-            if not hasattr(validation_data, "is_cached"):
-                raise ConfigError("validation_data must be an RDD or a DataFrame, got "
-                                  f"{type(validation_data).__name__}")
-            inputs.append(_Persisted(validation_data))
-            validation = _counted_plan(cluster, inputs[1], nodes, "validation rows",
-                                       "one validation row (give more validation_data, or none)")
-        logger.info("feeding %d epoch(s) of %d rows in %d partitions: %d rows per node per epoch, %d rows per "
-                    "epoch not fed (equal rows per node)", epochs, plan.quota * nodes + plan.dropped, len(plan.routes),
-                    plan.quota, plan.dropped)
-        settings = context.settings
+            inputs.append(_open_input(cluster, context, validation_data, nodes, "validation rows",
+                                      "one validation row (give more validation_data, or none)"))
+            validation = inputs[1]
+        logger.info("feeding %d epoch(s) of %d rows in %d %s (%s path): %d rows per node per epoch, %d rows per "
+                    "epoch not fed (equal rows per node)", epochs, train_in.quota * nodes + train_in.dropped,
+                    train_in.parts, "row groups" if train_in.path == "parquet" else "partitions", train_in.path,
+                    train_in.quota, train_in.dropped)
         feed_id = secrets.token_hex(8)
+        seed = None if not settings.feed_shuffle else (
+            settings.feed_seed if settings.feed_seed >= 0 else secrets.randbelow(1 << 31))
+        base = FeedTarget(context.addresses, context.secret, None, feed_id, 0, epochs, settings.feed_chunk_rows,
+                          feed_timeout, settings.feed_stall_timeout, validation=validation is not None, seed=seed)
         if validation is not None:
-            _feed_validation(cluster, inputs[1], FeedTarget(
-                context.addresses, context.secret, validation, feed_id, 0, 1, settings.feed_chunk_rows,
-                feed_timeout, settings.feed_stall_timeout, split="validation", validation=True))
+            _feed_validation(cluster, validation, dataclasses.replace(base, epochs=1, split="validation", seed=None))
         for epoch in range(epochs):
-            target = FeedTarget(context.addresses, context.secret, plan, feed_id, epoch, epochs,
-                                settings.feed_chunk_rows, feed_timeout, settings.feed_stall_timeout,
-                                validation=validation is not None)
-            if _feed_once(cluster, inputs[0], target, f"tfos: feed epoch {epoch + 1}/{epochs}"):
+            target = train_in.target(base, epoch)
+            if _feed_once(cluster, train_in, target, f"tfos: feed epoch {epoch + 1}/{epochs}"):
                 logger.info("the TF nodes terminated the feed during epoch %d", epoch + 1)
                 break
     finally:
-        for persisted in inputs:
-            persisted.release()
+        for opened in inputs:
+            opened.release()
 
 
-def _counted_plan(cluster: FeedBackend, persisted: _Persisted, nodes: int, what: str, need: str):
+def _counted_plan(cluster: FeedBackend, spark_input: _SparkInput, nodes: int, what: str, need: str):
     """The equal-rows plan of one input (every node gets ``rows // nodes``); a ConfigError when that is none."""
-    counts = partition_counts(cluster, persisted.data, persisted.is_df)
+    counts = partition_counts(cluster, spark_input.data, spark_input.is_df)
     plan = make_plan(counts, nodes)
     if plan.quota == 0:
         raise ConfigError(f"train() got {sum(counts)} {what} for {nodes} training nodes: each node needs at least "
@@ -134,27 +262,19 @@ def _counted_plan(cluster: FeedBackend, persisted: _Persisted, nodes: int, what:
     return plan
 
 
-def _feed_validation(cluster: FeedBackend, val: _Persisted, target: FeedTarget) -> None:
+def _feed_validation(cluster: FeedBackend, val, target: FeedTarget) -> None:
     """Feeds the validation rows once; each node writes its share to its disk (it never waits for a reader)."""
-    plan = target.plan
-    logger.info("feeding %d validation rows in %d partitions: %d per node (%d not fed), once, before the first "
+    logger.info("feeding %d validation rows in %d %s: %d per node (%d not fed), once, before the first "
                 "epoch; each node keeps its share on its disk for every epoch's validation",
-                plan.quota * plan.nodes + plan.dropped, len(plan.routes), plan.quota, plan.dropped)
-    if _feed_once(cluster, val, target, "tfos: feed the validation data"):
+                val.quota * len(target.addresses) + val.dropped, val.parts,
+                "row groups" if val.path == "parquet" else "partitions", val.quota, val.dropped)
+    if _feed_once(cluster, val, val.target(target, 0), "tfos: feed the validation data"):
         logger.info("the TF nodes terminated the feed during the validation feed")
 
 
-def _feed_once(cluster: FeedBackend, persisted: _Persisted, target: FeedTarget, description: str) -> bool:
+def _feed_once(cluster: FeedBackend, fed, target: FeedTarget, description: str) -> bool:
     """Runs one feeding job (an epoch, or the validation data); True if every node said it takes no more rows."""
-    data = persisted.data
-    if persisted.is_df:
-        fn = _spark.bind(feed.train_arrow, target)
-        rows = cluster._run_feed_job(lambda: data.mapInArrow(fn, "outcome string").collect(), description)
-        outcomes = [json.loads(r.outcome) for r in rows]
-    else:
-        fn = _spark.bind(feed.train_rows, target)
-        outcomes = [json.loads(r) for r in cluster._run_feed_job(lambda: data.mapPartitions(fn).collect(),
-                                                                  description)]
+    outcomes = fed.run(cluster, target, description)
     _check_stall(cluster, outcomes)
     links = [link for o in outcomes for link in o["links"]]
     return bool(links) and all(link == "stopped" for link in links)

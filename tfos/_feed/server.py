@@ -28,7 +28,7 @@ import time
 
 from .._node import ERROR_FILE_ENV
 from ..errors import AuthenticationError, ConfigError, FeedError
-from . import protocol as p
+from . import parquet, protocol as p
 from .intake import Chunk, Intake
 from .spool import Spool
 
@@ -174,7 +174,10 @@ class FeedServer:
             self._intake.open(key, int(hello.get("even", hello.get("quota", 0))))
             self._train_conns += 1
         try:
-            self._take_rows(conn, hello, feed, key)
+            if "pieces" in hello:
+                self._read_share(conn, hello, feed, key)
+            else:
+                self._take_rows(conn, hello, feed, key)
         finally:
             with self._cond:
                 self._train_conns -= 1
@@ -183,7 +186,8 @@ class FeedServer:
         verdict = self._verdict(feed)
         # Answer at once, so a task feeding a stopped node stops before sending anything.
         p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
-        answered, accepted = verdict is not None, 0
+        answered, accepted, frames = verdict is not None, 0, 0
+        seed = hello.get("seed")
         while True:
             kind, payload = p.recv_frame(conn)
             if kind == p.END:
@@ -191,6 +195,8 @@ class FeedServer:
             verdict = verdict or self._verdict(feed)
             if verdict is None:
                 data, rows, is_arrow = p.decode(kind, payload)
+                data = parquet.shuffled(data, is_arrow, seed, hello["epoch"], hello.get("partition"), frames)
+                frames += 1
                 chunk = Chunk(data, rows, hello["epoch"], hello["quota"], is_arrow, key=key,
                               spill=kind in (p.SPILL_ROWS, p.SPILL_ARROW))
                 if self._put(chunk, feed):
@@ -204,6 +210,36 @@ class FeedServer:
         if not answered:
             verdict = self._verdict(feed)
             p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": accepted})
+
+    def _read_share(self, conn: socket.socket, hello: dict, feed: str, key) -> None:
+        """The Parquet fast path (``tfos._feed.parquet``): this thread reads the node's share of the epoch from
+        the cache files into the queue, waiting for room like a feeding connection; then the task's END is
+        answered with the rows queued (or the stop / stall verdict, or the read error)."""
+        verdict = self._verdict(feed)
+        p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
+        accepted, error = 0, None
+        if verdict is None:
+            try:
+                for batch in self._share_batches(hello):
+                    if not self._put(Chunk(batch, batch.num_rows, hello["epoch"], hello["quota"], True, key=key),
+                                     feed):
+                        break
+                    accepted += batch.num_rows
+            except FeedError as exc:
+                error = str(exc)
+        if p.recv_frame(conn)[0] != p.END:
+            raise FeedError("a fast-path feeding task sent rows; it only names the files")
+        verdict = self._verdict(feed)
+        if error is not None:
+            p.send_frame(conn, p.ERROR, error.encode())
+        else:
+            p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": accepted})
+
+    @staticmethod
+    def _share_batches(hello: dict):
+        pieces = [parquet.Piece.from_json(x) for x in hello["pieces"]]
+        return parquet.read_pieces(pieces, int(hello.get("chunk_rows", 1024)), hello.get("seed"), hello["epoch"],
+                                   hello.get("node"))
 
     def _put(self, chunk: Chunk, feed: str) -> bool:
         """Adds ``chunk``, waiting (first come, first served) for room if it is an even chunk; False if the
@@ -234,6 +270,15 @@ class FeedServer:
         verdict = self._verdict(feed)
         p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
         try:
+            if "pieces" in hello and verdict is None:  # the fast path: this node reads its share from the cache
+                try:
+                    for batch in self._share_batches(hello):
+                        spool.append(token, p.ARROW, p.arrow_payload(batch), batch.num_rows)
+                except FeedError as exc:
+                    spool.discard(token)
+                    p.recv_frame(conn)
+                    p.send_frame(conn, p.ERROR, str(exc).encode())
+                    return
             while True:
                 kind, payload = p.recv_frame(conn)
                 if kind == p.END:

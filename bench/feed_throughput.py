@@ -130,32 +130,34 @@ def make_df(spark, rows: int):
     return df
 
 
-CPU_CLASSES = ("tf", "python_workers", "executor_jvms", "driver")
+CPU_CLASSES = ("tf", "supervisors", "python_workers", "executor_jvms", "driver")
 
 
 def cpu_snapshot() -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) of this process and every process under it, with its class."""
+    """CPU seconds (user + system) of every process of the run, with its class. The whole process table is
+    read: the nodes' supervisors are detached (not children of this process)."""
     import psutil
 
-    me = psutil.Process()
+    me = os.getpid()
     seen = {}
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            cmd = " ".join(proc.cmdline())
-            times = proc.cpu_times()
-        except psutil.Error:
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        info = proc.info
+        cmd = " ".join(info["cmdline"] or ())
+        if info["cpu_times"] is None:
             continue
-        if proc.pid == me.pid or "SparkSubmit" in cmd:
+        if info["pid"] == me or "SparkSubmit" in cmd:
             kind = "driver"
         elif "tfos._node.child" in cmd:
             kind = "tf"
+        elif "tfos._node" in cmd:
+            kind = "supervisors"
         elif "CoarseGrainedExecutorBackend" in cmd:
             kind = "executor_jvms"
-        elif "pyspark" in cmd or "tfos._node" in cmd:
+        elif "pyspark.daemon" in cmd or "pyspark/worker" in cmd or "pyspark.worker" in cmd:
             kind = "python_workers"
         else:
             continue
-        seen[proc.pid] = (kind, times.user + times.system)
+        seen[info["pid"]] = (kind, info["cpu_times"].user + info["cpu_times"].system)
     return seen
 
 
@@ -228,6 +230,7 @@ def main() -> None:
         spark.stop()
         return
     spark_alone(df, args.rows)  # warm-up: starts the Python workers
+    ceiling(args.rows)  # warm-up: TensorFlow's first pass over a dataset is several times slower
     for i in range(args.repeats):  # alternate, so machine noise hits every variant
         runs["ceiling"].append(ceiling(args.rows))
         runs["queue"].append(queue_feed(args.queue_rows))

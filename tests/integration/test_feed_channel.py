@@ -12,6 +12,7 @@ from tfos._feed.client import FeedTarget, _Feeder, _Link, _Stalled, node_status
 from tfos._feed.datafeed import DataFeed
 from tfos._feed.plan import make_plan
 from tfos._feed.server import FeedServer
+from tfos.errors import FeedError
 
 SECRET = "feed-secret"
 
@@ -204,3 +205,66 @@ def test_the_validation_split_goes_to_disk_without_a_reader_and_never_into_train
         for srv in servers:
             srv.close()
     assert not list(tmp_path.iterdir())
+
+
+def _parquet_file(path, n, row_group_rows=100):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": pa.array(range(n), pa.int64())}), path, row_group_size=row_group_rows)
+    return str(path)
+
+
+def _share_target(addresses, groups, epoch=0, seed=None):
+    from tfos._feed import parquet
+
+    quota, pieces = parquet.shares(groups, len(addresses), epoch, seed)
+    return FeedTarget(tuple(addresses), SECRET, None, "fp", epoch, timeout=30, stall_timeout=60, chunk_rows=64,
+                      seed=seed, quota=quota, shares=tuple(tuple(x.to_json() for x in node) for node in pieces))
+
+
+def test_fast_path_nodes_read_their_shares_from_parquet_through_the_bounded_queue(tmp_path):
+    from tfos._feed.client import _feed_partition
+    from tfos._feed.parquet import RowGroup
+
+    path = _parquet_file(tmp_path / "a.parquet", 1001)
+    groups = [RowGroup(path, i, 100 if i < 10 else 1) for i in range(11)]
+    servers = [start_server(max_chunks=2) for _ in range(2)]
+    try:
+        done = {}
+        thread = threading.Thread(target=lambda: done.update(_feed_partition(
+            _share_target([a for _, a in servers], groups, seed=5), 0, lambda feeder: None)), daemon=True)
+        thread.start()
+        time.sleep(1.0)
+        assert all(srv.queued() == 2 for srv, _ in servers) and thread.is_alive()  # bounded: the readers wait
+        got = []
+        for srv, _ in servers:
+            feed = DataFeed(srv)
+            ids = []
+            while len(ids) < 500:
+                ids += [row[0] if isinstance(row, tuple) else row["id"] for row in feed.next_batch(50)]
+            got.append(ids)
+        thread.join(30)
+        assert done == {"status": "ok", "links": ["ok", "ok"]}
+        assert sorted(got[0] + got[1]) == sorted(set(got[0] + got[1])) and len(got[0]) == len(got[1]) == 500
+        assert got[0] != sorted(got[0])  # shuffled within each row group (seed 5)
+    finally:
+        for srv, _ in servers:
+            srv.close()
+
+
+def test_fast_path_node_that_cannot_read_the_cache_fails_the_task_at_once_naming_the_file(tmp_path):
+    from tfos._feed.client import _feed_partition
+    from tfos._feed.parquet import RowGroup
+
+    good = _parquet_file(tmp_path / "good.parquet", 400)
+    groups = [RowGroup(good, 0, 100), RowGroup(good, 1, 100), RowGroup(str(tmp_path / "gone.parquet"), 0, 200)]
+    servers = [start_server(max_chunks=2) for _ in range(2)]  # node 0 fills its queue and waits; node 1 fails
+    try:
+        start = time.monotonic()
+        with pytest.raises(FeedError, match=r"refused rows: .*cannot read the feed cache file .*gone.parquet"):
+            _feed_partition(_share_target([a for _, a in servers], groups), 0, lambda feeder: None)
+        assert time.monotonic() - start < 10
+    finally:
+        for srv, _ in servers:
+            srv.close()

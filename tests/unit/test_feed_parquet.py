@@ -108,3 +108,19 @@ def test_the_cache_goes_where_every_node_can_read_it(configured, default_fs, mas
 
     root = parquet.cache_root(configured, default_fs, master, driver, nodes)
     assert root == (f"{tempfile.gettempdir()}/tfos-feed-cache" if expected == "TMP" else expected)
+
+
+def test_the_fast_permutation_equals_arrow_take_for_every_column_kind():
+    import numpy as np
+
+    n = 40
+    table = pa.table({
+        "vec": pa.array([[float(i), float(i) + 0.5] for i in range(n)], pa.list_(pa.float32())),
+        "ints": pa.array([[i] * 3 for i in range(n)], pa.large_list(pa.int64())),
+        "ragged": pa.array([[i] * (i % 3) for i in range(n)], pa.list_(pa.int32())),
+        "nulls": pa.array([None if i % 5 == 0 else [i] for i in range(n)], pa.list_(pa.int32())),
+        "inner_null": pa.array([[None] if i == 3 else [i] for i in range(n)], pa.list_(pa.int32())),
+        "words": pa.array([f"w{i}" for i in range(n)]),
+    }).slice(3, 30)  # a slice: offsets that do not start at 0
+    order = np.random.default_rng(0).permutation(table.num_rows)
+    assert parquet.permuted(table, order).equals(table.take(order))

@@ -280,9 +280,16 @@ class _Feeder:
         return all(link.verdict == "stopped" for link in self.links.values())
 
     def finish(self) -> dict:
-        for sender in self._senders.values():
+        senders = list(self._senders.values())
+        for sender in senders:
             sender.put(None)
-        return {"status": "ok", "links": [sender.result() for sender in self._senders.values()]}
+        # Whichever link fails first is raised at once: waiting in node order could wait on a node that
+        # waits, in a collective step, for the node whose link failed.
+        while any(sender.is_alive() for sender in senders):
+            for sender in senders:
+                sender._check()
+            next(s for s in senders if s.is_alive()).join(TICK / 10)
+        return {"status": "ok", "links": [sender.result() for sender in senders]}
 
     def close(self) -> None:
         for link in self.links.values():
@@ -455,7 +462,10 @@ def train_parquet(target: FeedTarget, batches: Iterable) -> Iterator:
 
     for _ in batches:
         pass
-    outcome = _feed_partition(target, _partition_id(), lambda feeder: None)
+    try:
+        outcome = _feed_partition(target, _partition_id(), lambda feeder: None)
+    except FeedError as exc:  # a node cannot read its share: returned, so Spark does not retry the same read
+        outcome = {"status": "failed", "report": str(exc), "links": []}
     yield pa.RecordBatch.from_pydict({"outcome": [json.dumps(outcome)]}, schema=pa.schema([("outcome", pa.string())]))
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 
 from .. import _spark
 from ..config import Settings
-from ..errors import ConfigError, FeedStallError
+from ..errors import ConfigError, FeedError, FeedStallError
 from . import client as feed, parquet
 from .client import FeedTarget
 from .plan import make_plan
@@ -281,7 +281,13 @@ def _feed_once(cluster: FeedBackend, fed, target: FeedTarget, description: str) 
 
 
 def _check_stall(cluster: FeedBackend, outcomes: list[dict]) -> None:
-    """Raises the stall report of the first task that found the feed stalled, after stopping the nodes."""
+    """Raises the stall report of the first task that found the feed stalled, after stopping the nodes; or the
+    fast path's read failure (a node cannot read the cache), after stopping them too."""
+    failed = next((o["report"] for o in outcomes if o.get("status") == "failed"), None)
+    if failed is not None:
+        logger.error("%s", failed)
+        cluster._stop_after_feed_failure("a TF node could not read the feed's Parquet cache")
+        raise FeedError(failed)
     report = next((o["report"] for o in outcomes if o.get("status") == "stalled"), None)
     if report is None:
         return

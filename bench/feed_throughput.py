@@ -95,7 +95,10 @@ def consume(args, ctx):
     open(f"{args['out']}/ready{ctx.worker_num}", "w").close()
     feed = ctx.get_data_feed(train_mode=True)
     ds = feed.dataset(label="label").batch(args["batch"])
+    import os as _os
+
     first = last = None
+    cpu_start = _os.times()
     rows = 0
     for _ in range(args["epochs"]):
         for x, _y in ds:
@@ -103,8 +106,10 @@ def consume(args, ctx):
             first = first or now
             last = now
             rows += int(x.shape[0])
+    cpu_end = _os.times()
+    cpu = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
     with open(f"{args['out']}/node{ctx.worker_num}.json", "w") as f:
-        _json.dump({"rows": rows, "seconds": (last - first) if first else 0.0}, f)
+        _json.dump({"rows": rows, "seconds": (last - first) if first else 0.0, "cpu": cpu}, f)
 
 
 def _drop(batches):
@@ -191,6 +196,8 @@ def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "") -> tuple[f
     nodes = [json.load(open(f"{out}/node{i}.json")) for i in range(2)]
     received = sum(n["rows"] for n in nodes)
     node_rate = sum(n["rows"] / n["seconds"] for n in nodes if n["seconds"])
+    # A TF process may exit before the second snapshot: each node measures its own CPU time instead.
+    cpu["tf"] = sum(n.get("cpu", 0.0) for n in nodes)
     return node_rate, received / wall, {**cpu, "wall": wall}
 
 

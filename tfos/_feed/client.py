@@ -97,6 +97,10 @@ class _Stalled(Exception):
         self.report = report
 
 
+class _Refused(FeedError):
+    """The node answered with an error (it cannot take or read these rows): retrying the task would not help."""
+
+
 class _Link:
     """One open train connection to a node.
 
@@ -152,7 +156,7 @@ class _Link:
             self.verdict = "stalled"
             raise _Stalled(payload.decode(errors="replace"))
         elif kind == p.ERROR:
-            raise FeedError(f"the TF node at {self.address} refused rows: {payload.decode(errors='replace')}")
+            raise _Refused(f"the TF node at {self.address} refused rows: {payload.decode(errors='replace')}")
 
     def send(self, kind: bytes, payload, rows: int, blocked) -> None:
         """Sends one frame, unless the node stopped taking rows; ``blocked(link, secs)`` runs while it waits."""
@@ -464,7 +468,7 @@ def train_parquet(target: FeedTarget, batches: Iterable) -> Iterator:
         pass
     try:
         outcome = _feed_partition(target, _partition_id(), lambda feeder: None)
-    except FeedError as exc:  # a node cannot read its share: returned, so Spark does not retry the same read
+    except _Refused as exc:  # a node cannot read its share: returned, so Spark does not retry the same read
         outcome = {"status": "failed", "report": str(exc), "links": []}
     yield pa.RecordBatch.from_pydict({"outcome": [json.dumps(outcome)]}, schema=pa.schema([("outcome", pa.string())]))
 

@@ -354,7 +354,10 @@ def _arrow_array(column, name: str, shape):
         else:
             offsets = np.asarray(column.offsets)
             lengths = np.diff(offsets)
-            width = int(lengths[0]) if n else 0
+            # Without a given shape, the most common length is the expected one: rows may come shuffled, so the
+            # first row is not more likely to be right than any other.
+            # (A tie goes to the first row's length.)
+            width = _common_length(lengths, np) if n else 0
             expected = shape[0] if shape else width
             bad = np.nonzero(lengths != expected)[0]
             if len(bad):
@@ -365,6 +368,12 @@ def _arrow_array(column, name: str, shape):
         return values.reshape(n, width)
     arr = column.to_numpy(zero_copy_only=False)
     return arr
+
+
+def _common_length(lengths, np) -> int:
+    counts = np.bincount(lengths)
+    first = int(lengths[0])
+    return first if counts[first] == counts.max() else int(counts.argmax())
 
 
 def _cast(arr, spec, where: str):

@@ -163,6 +163,26 @@ def feed_slowly(args, ctx):
         time.sleep(0.05)
 
 
+def kill_when_feeding(pid_file, delay: float = 2.0) -> dict:
+    """Driver side of ``feed_slowly``: a thread SIGKILLs the node once its pid file appears and the feed has run
+    ``delay`` seconds; the returned dict gets ``"at"`` (``time.monotonic()``) when it did."""
+    import signal
+    import threading
+
+    killed: dict = {}
+
+    def kill():
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(delay)  # let the feed get going
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        killed["at"] = time.monotonic()
+
+    threading.Thread(target=kill, daemon=True).start()
+    return killed
+
+
 def say_hello(args, ctx):
     print(f"hello from node {ctx.worker_num}", flush=True)
     import sys

@@ -6,8 +6,6 @@ end in; none leaves a process behind.
 
 import json
 import os
-import signal
-import threading
 import time
 
 import cloudpickle
@@ -101,18 +99,7 @@ def test_a_node_that_stops_reading_fails_train_with_a_stall_report(spark_local_c
 def test_a_node_killed_mid_feed_fails_fast_with_its_root_cause(spark_local_cluster, tmp_path):
     sc = spark_local_cluster.sparkContext
     cluster = TFCluster.run(sc, nodefns.feed_slowly, {"out": str(tmp_path)}, 2, input_mode=SPARK, **SMALL_QUEUE)
-    pid_file = tmp_path / "pid1"
-    killed = {}
-
-    def kill_when_feeding():
-        deadline = time.monotonic() + 60
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(2)  # let the feed get going
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        killed["at"] = time.monotonic()
-
-    threading.Thread(target=kill_when_feeding, daemon=True).start()
+    killed = nodefns.kill_when_feeding(tmp_path / "pid1")
     with pytest.raises(ClusterFailedError, match=r"(?s)Root cause \(first observed failure\): node 1.*signal 9"):
         cluster.train(mnist_like_rdd(sc, 12, 1000), num_epochs=3)
     assert time.monotonic() - killed["at"] < 30

@@ -6,8 +6,6 @@ process and no cache directory behind."""
 import datetime
 import json
 import os
-import signal
-import threading
 import time
 
 import cloudpickle
@@ -98,18 +96,7 @@ def test_a_node_killed_mid_epoch_fails_fast_and_the_cache_is_removed(spark_local
                                                  "id % 10 as label")
     cluster = TFCluster.run(spark.sparkContext, nodefns.feed_slowly, {"out": str(tmp_path)}, 2, input_mode=SPARK,
                             feed_path="parquet", feed_cache_dir=str(cache), **SMALL_QUEUE)
-    pid_file = tmp_path / "pid1"
-    killed = {}
-
-    def kill_when_feeding():
-        deadline = time.monotonic() + 60
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(2)
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        killed["at"] = time.monotonic()
-
-    threading.Thread(target=kill_when_feeding, daemon=True).start()
+    killed = nodefns.kill_when_feeding(tmp_path / "pid1")
     with pytest.raises(ClusterFailedError, match=r"(?s)Root cause \(first observed failure\): node 1.*signal 9"):
         cluster.train(df, num_epochs=3)
     assert time.monotonic() - killed["at"] < 30

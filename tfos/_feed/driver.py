@@ -137,8 +137,7 @@ class _ParquetInput:
         self.quota, self.dropped, self.parts = total // nodes, total % nodes, len(self.groups)
         if self.quota == 0:
             self.release()
-            raise ConfigError(f"train() got {total} {what} for {nodes} training nodes: each node needs at least "
-                              f"{need}")
+            raise _no_share(total, what, nodes, need)
 
     def target(self, base: FeedTarget, epoch: int) -> FeedTarget:
         _, pieces = parquet.shares(self.groups, self.nodes, epoch, base.seed)
@@ -257,9 +256,13 @@ def _counted_plan(cluster: FeedBackend, spark_input: _SparkInput, nodes: int, wh
     counts = partition_counts(cluster, spark_input.data, spark_input.is_df)
     plan = make_plan(counts, nodes)
     if plan.quota == 0:
-        raise ConfigError(f"train() got {sum(counts)} {what} for {nodes} training nodes: each node needs at least "
-                          f"{need}")
+        raise _no_share(sum(counts), what, nodes, need)
     return plan
+
+
+def _no_share(total: int, what: str, nodes: int, need: str) -> ConfigError:
+    """The error of an input too small to give every training node a row (either path)."""
+    return ConfigError(f"train() got {total} {what} for {nodes} training nodes: each node needs at least {need}")
 
 
 def _feed_validation(cluster: FeedBackend, val, target: FeedTarget) -> None:

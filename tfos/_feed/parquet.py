@@ -207,7 +207,6 @@ def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *str
     Raises:
         FeedError: a cache file cannot be read from this node (with the setting that fixes it).
     """
-    import numpy as np
 
     rng = epoch_rng(seed, "rows", *stream) if seed is not None else None
     current, handle = None, None
@@ -222,25 +221,22 @@ def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *str
                 f"{type(exc).__name__}: {exc}. The cache directory must be readable from every node: set "
                 "feed_cache_dir (TFOS_FEED_CACHE_DIR) to shared storage (HDFS, S3), or feed_path=spark "
                 "(TFOS_FEED_PATH).") from None
-        table = table.combine_chunks()
-        if rng is not None and table.num_rows > 1:
-            order = np.arange(table.num_rows)
-            np.random.default_rng(rng.getrandbits(63)).shuffle(order)
-            table = permuted(table, order)
-        yield from table.to_batches(max_chunksize=chunk_rows)
+        yield from _shuffled_with(rng, table.combine_chunks(), True).to_batches(max_chunksize=chunk_rows)
 
 
-def permuted(table, order):
-    """``table.take(order)``, faster for list columns of equal-length numbers (one numpy gather of the values
-    instead of Arrow's per-list take: measured 112k vs over 1M rows/s of 784 float32 here)."""
+def permuted(data, order):
+    """``data.take(order)`` for a Table or RecordBatch, faster for list columns of equal-length numbers (one
+    numpy gather of the values instead of Arrow's per-list take: measured 112k vs over 1M rows/s of 784 float32
+    here)."""
     import numpy as np
     import pyarrow as pa
 
     columns = []
-    for column in table.columns:
-        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    for column in data.columns:
+        array = column if not isinstance(column, pa.ChunkedArray) else (
+            column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
         columns.append(_permuted_vectors(array, order, np, pa) or array.take(order))
-    return pa.Table.from_arrays(columns, schema=table.schema)
+    return type(data).from_arrays(columns, schema=data.schema)
 
 
 def _permuted_vectors(array, order, np, pa):
@@ -262,9 +258,17 @@ def _permuted_vectors(array, order, np, pa):
 
 def shuffled(data, is_arrow: bool, seed: int | None, *stream: object):
     """A Spark-path chunk's rows in an order shuffled with ``epoch_rng(seed, *stream)`` (unchanged without a seed)."""
+    return _shuffled_with(epoch_rng(seed, "rows", *stream) if seed is not None else None, data, is_arrow)
+
+
+def _shuffled_with(rng: random.Random | None, data, is_arrow: bool):
+    """``data`` (Arrow rows or a list of rows) in an order drawn from ``rng``; unchanged without one. Both
+    paths shuffle through here."""
+    import numpy as np
+
     rows = data.num_rows if is_arrow else len(data)
-    if seed is None or rows < 2:
+    if rng is None or rows < 2:
         return data
-    order = list(range(rows))
-    epoch_rng(seed, "rows", *stream).shuffle(order)
-    return data.take(order) if is_arrow else [data[i] for i in order]
+    order = np.arange(rows)
+    np.random.default_rng(rng.getrandbits(63)).shuffle(order)
+    return permuted(data, order) if is_arrow else [data[i] for i in order]

@@ -156,3 +156,61 @@ def test_tensorboard_port_is_not_progress_and_progress_table_reports_idle_time()
     assert table[1]["idle_secs"] == 4.0 and "tb_port" not in table[1]
     assert table[2] == {"worker_num": 2, "role": "worker:1", "epoch": 2, "epochs": 5, "exited": False,
                         "heartbeat_secs": 0.0, "idle_secs": 0.0}
+
+
+# ----- node 0's watch duties under Spark Connect (tfos._connect.control.HostWatch), same fake clock ------------
+def host_watch(template, reservation_timeout=30.0):
+    from tfos._connect.control import HostWatch
+    from tfos._node.spec import LaunchSpec
+
+    r, clock = make(template)
+    launch = LaunchSpec(cluster_id="c1", control_address="", secret="s" * 64, template=template,
+                        heartbeat_interval=1.0, reservation_timeout=reservation_timeout, stop_grace_secs=2.0)
+    return HostWatch(r, launch, "10.0.0.1:5000", clock), r, clock
+
+
+def test_host_watch_times_out_the_reservation_naming_the_missing_nodes():
+    watch, r, clock = host_watch({"chief": [0], "worker": [1]}, reservation_timeout=30.0)
+    r.register(info(0))
+    clock.now += 29
+    watch.check()
+    assert r.phase is Phase.RESERVING
+    clock.now += 2
+    watch.check()
+    assert r.phase is Phase.FAILED
+    message = r.failures[0].message
+    assert "nodes [1]" in message and "10.0.0.1:5000" in message and "reservation_timeout" in message
+
+
+def test_host_watch_stops_service_nodes_once_training_is_done():
+    watch, r, clock = host_watch({"ps": [0], "worker": [1]})
+    r.register(info(0))
+    r.register(info(1))
+    watch.check()
+    assert r.heartbeat(0) == RUN
+    r.report_exit(1, None)
+    watch.check()
+    assert r.heartbeat(0) == STOP and not watch.ended()
+    r.report_exit(0, None)
+    assert watch.ended()
+
+
+def test_host_watch_a_failed_cluster_ends_after_the_grace_even_if_a_node_never_reports():
+    watch, r, clock = host_watch({"worker": [0, 1]})
+    r.register(info(0))
+    r.register(info(1))
+    r.report_exit(0, NodeFailure(0, "worker", time=clock.now, message="boom"))
+    watch.check()
+    assert r.phase is Phase.FAILED and not watch.ended()
+    clock.now += 2.0 + 3 * 1.0 + 5 + 0.1  # stop_grace_secs + 3 heartbeats + 5
+    watch.check()
+    assert watch.ended()
+
+
+def test_host_watch_marks_a_silent_node_lost():
+    watch, r, clock = host_watch({"worker": [0, 1]})
+    r.register(info(0))
+    r.register(info(1))
+    clock.now += 11  # node_lost_timeout 10
+    watch.check()
+    assert r.phase is Phase.FAILED and {f.worker_num for f in r.failures} == {0, 1}

@@ -21,13 +21,11 @@ import pickle
 import sys
 import threading
 import time
-from concurrent import futures
-
-import grpc
+from typing import Callable
 
 from .._control.reservation import Phase, Reservation
 from .._control.rpc import Channel, Peer
-from .._control.server import METHODS, SERVICE, ControlServicer, SecretInterceptor, decode, encode
+from .._control.server import ControlServer
 from .._control.tls import self_signed
 from .._node.spec import LaunchSpec
 from ..errors import NodeFailure
@@ -70,43 +68,74 @@ def failures_of(state: dict) -> list[NodeFailure]:
     return [NodeFailure(**f) for f in state.get("failures", [])]
 
 
-class ControlHost:
-    """Node 0's control server: :class:`Reservation` + the ``tfos.Control`` service + a watch thread.
+class HostWatch:
+    """The driver's watch duties that node 0 does under Spark Connect: lost and hung nodes, the reservation
+    timeout, stopping service nodes once training is done, and when the cluster is over.
 
-    Args:
-        spec: the cluster's spec (template, secret, timeouts).
-        host: the address to bind and advertise (node 0's executor address).
+    Pure logic over a :class:`Reservation` (call under its lock); time comes from ``clock``, the reservation's.
     """
 
-    def __init__(self, spec: ConnectSpec, host: str) -> None:
+    def __init__(self, reservation: Reservation, launch: LaunchSpec, address: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.reservation = reservation
+        self.launch = launch
+        self.address = address
+        self._clock = clock
+        self._started = clock()
+        self._failed_at: float | None = None
+
+    def check(self) -> None:
+        state, launch = self.reservation, self.launch
+        state.check_lost()
+        state.check_hung()
+        if state.phase is Phase.RESERVING and self._clock() - self._started > launch.reservation_timeout:
+            state.abort(NodeFailure(-1, "reservation", time=time.time(), message=(
+                f"nodes {state.missing()} did not register with node 0's control server at {self.address} within "
+                f"{launch.reservation_timeout:.0f}s (reservation_timeout). Likely causes: the executors cannot reach "
+                "each other, or their node tasks were slow to start.")))
+        if state.phase is Phase.RUNNING and state.training_done():
+            state.request_stop()  # no driver to ask: service nodes (ps, evaluator) stop once training is done
+        if state.phase is Phase.FAILED and self._failed_at is None:
+            self._failed_at = self._clock()
+
+    def ended(self) -> bool:
+        """The cluster is over: done, or failed and every node exited (or had its time to stop)."""
+        state = self.reservation
+        if state.phase is Phase.DONE:
+            return True
+        if state.phase is not Phase.FAILED:
+            return False
+        grace = self.launch.stop_grace_secs + 3 * self.launch.heartbeat_interval + 5
+        return state.all_exited() or (self._failed_at is not None and self._clock() - self._failed_at > grace)
+
+
+class ControlHost:
+    """Node 0's control server: the classic :class:`ControlServer` (same :class:`Reservation`, same
+    ``tfos.Control`` service and secret, TLS when asked) plus the ``tfos.ConnectState`` service and a thread
+    doing the :class:`HostWatch` duties.
+
+    Args:
+        spec: the cluster's spec (template, secret, timeouts, TLS).
+        host: the address to bind and advertise (node 0's executor address).
+        clock: the watch's and the reservation's clock (``time.monotonic``).
+    """
+
+    def __init__(self, spec: ConnectSpec, host: str, clock: Callable[[], float] = time.monotonic) -> None:
         launch = spec.launch
         self.spec = spec
-        self.servicer = ControlServicer(Reservation(launch.template, node_lost_timeout=spec.node_lost_timeout,
-                                                    hang_timeout=spec.hang_timeout))
         self.closed = threading.Event()
         self._stopped = threading.Event()
-        self._started = time.monotonic()
-        self._failed_at: float | None = None
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max(16, 2 * len(self.reservation.expected) + 4),
-                                       thread_name_prefix="tfos-connect-control"),
-            interceptors=[SecretInterceptor(launch.secret)], options=[("grpc.so_reuseport", 0)],
-        )
-        self._server.add_generic_rpc_handlers((
-            _handlers(SERVICE, self.servicer, METHODS),
-            _handlers(STATE_SERVICE, self, STATE_METHODS),
-        ))
-        bind_host = f"[{host}]" if ":" in host else host
+        reservation = Reservation(launch.template, node_lost_timeout=spec.node_lost_timeout,
+                                  hang_timeout=spec.hang_timeout, clock=clock)
         material = spec.tls_material or (self_signed(host) if spec.tls else None)
-        self.certificate = material[0] if material else b""  # what the nodes and the client's tasks trust
-        if material:
-            port = self._server.add_secure_port(f"{bind_host}:0",
-                                                grpc.ssl_server_credentials([(material[1], material[0])]))
-        else:
-            port = self._server.add_insecure_port(f"{bind_host}:0")
-        if not port:
-            raise OSError(f"could not bind the tfos control server to {host} on node 0")
-        self.address = f"{bind_host}:{port}"
+        self._server = ControlServer(reservation, launch.secret, host,
+                                     max_workers=max(16, 2 * len(reservation.expected) + 4), tls=material,
+                                     services={STATE_SERVICE: (self, STATE_METHODS)}, name="tfos-connect-control",
+                                     bind_hint=" on node 0")
+        self.servicer = self._server.servicer
+        self.certificate = self._server.certificate  # what the nodes and the client's tasks trust
+        self.address = self._server.address
+        self.watch = HostWatch(reservation, launch, self.address, clock)
 
     @property
     def reservation(self) -> Reservation:
@@ -125,7 +154,7 @@ class ControlHost:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._server.stop(1.0).wait(2.0)
+        self._server.stop(1.0)
 
     # ----- the state service -----------------------------------------------------------------------------
     def State(self, request, context):
@@ -154,42 +183,20 @@ class ControlHost:
 
     # ----- the driver's watch duties ---------------------------------------------------------------------
     def _watch(self) -> None:
-        launch = self.spec.launch
-        while not self._stopped.wait(launch.heartbeat_interval):
+        while not self._stopped.wait(self.spec.launch.heartbeat_interval):
             with self.changed:
-                self._check(launch)
+                self.watch.check()
                 self.changed.notify_all()
 
-    def _check(self, launch: LaunchSpec) -> None:
-        state = self.reservation
-        state.check_lost()
-        state.check_hung()
-        if state.phase is Phase.RESERVING and time.monotonic() - self._started > launch.reservation_timeout:
-            state.abort(NodeFailure(-1, "reservation", time=time.time(), message=(
-                f"nodes {state.missing()} did not register with node 0's control server at {self.address} within "
-                f"{launch.reservation_timeout:.0f}s (reservation_timeout). Likely causes: the executors cannot reach "
-                "each other, or their node tasks were slow to start.")))
-        if state.phase is Phase.RUNNING and state.training_done():
-            state.request_stop()  # no driver to ask: service nodes (ps, evaluator) stop once training is done
-        if state.phase is Phase.FAILED and self._failed_at is None:
-            self._failed_at = time.monotonic()
-
     def ended(self) -> bool:
-        """The cluster is over: done, or failed and every node exited (or had its time to stop)."""
-        state = self.reservation
-        if state.phase is Phase.DONE:
-            return True
-        if state.phase is not Phase.FAILED:
-            return False
-        launch = self.spec.launch
-        grace = launch.stop_grace_secs + 3 * launch.heartbeat_interval + 5
-        return state.all_exited() or (self._failed_at is not None and time.monotonic() - self._failed_at > grace)
+        with self.changed:
+            return self.watch.ended()
 
     def wait_ended(self, timeout: float | None = None) -> bool:
         """Waits until :meth:`ended` (or the host was closed); False after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.changed:
-            while not (self.ended() or self.closed.is_set()):
+            while not (self.watch.ended() or self.closed.is_set()):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -199,14 +206,6 @@ class ControlHost:
     def state(self) -> dict:
         with self.changed:
             return state_of(self.reservation)
-
-
-def _handlers(service: str, target, names) -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler(service, {
-        name: grpc.unary_unary_rpc_method_handler(getattr(target, name), request_deserializer=decode,
-                                                  response_serializer=encode)
-        for name in names
-    })
 
 
 def node0_peer(address: str) -> Peer:

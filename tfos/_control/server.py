@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent import futures
 
 import grpc
@@ -115,6 +116,15 @@ class ControlServicer:
             return {"command": self.reservation.command_for(int(request["worker_num"]))}
 
 
+def method_handlers(service: str, target: object, names: Sequence[str]) -> grpc.GenericRpcHandler:
+    """The gRPC handlers of ``service``: each of ``names`` is ``target``'s method, JSON in and out."""
+    return grpc.method_handlers_generic_handler(service, {
+        name: grpc.unary_unary_rpc_method_handler(getattr(target, name), request_deserializer=decode,
+                                                  response_serializer=encode)
+        for name in names
+    })
+
+
 def advertised_host(host: str, driver_host: str | None) -> str:
     """The address nodes are given for a server bound to ``host``: ``driver_host`` when ``host`` is a wildcard."""
     return driver_host if host in WILDCARDS and driver_host else host
@@ -147,6 +157,10 @@ class ControlServer:
         log_sink: called with ``(role, lines, dropped)`` for the output lines nodes forward.
         advertise_host: the address nodes are told to call when ``host`` is a wildcard (ignored otherwise).
         tls: ``(certificate, private key)`` PEM: serve TLS only (see :mod:`tfos._control.tls`); None: plaintext.
+        services: more services on the same server and secret: ``{service name: (target, method names)}``; each
+            method is the target's attribute of that name, called with the decoded request and the gRPC context.
+        name: the prefix of the serving threads' names.
+        bind_hint: appended to the error when ``host`` cannot be bound (what to set).
 
     Raises:
         ConfigError: ``host`` is a wildcard address and no ``advertise_host`` was given.
@@ -154,7 +168,9 @@ class ControlServer:
     """
 
     def __init__(self, reservation: Reservation, secret: str, host: str, max_workers: int = 16,
-                 log_sink=None, advertise_host: str | None = None, tls: tuple[bytes, bytes] | None = None
+                 log_sink=None, advertise_host: str | None = None, tls: tuple[bytes, bytes] | None = None,
+                 services: Mapping[str, tuple[object, Sequence[str]]] | None = None, name: str = "tfos-control",
+                 bind_hint: str = "; set TFOS_CONTROL_HOST to an address of this machine that the executors can reach",
                  ) -> None:
         if host in WILDCARDS and not advertise_host:
             raise ConfigError(f"the control server binds to {host}, so it needs an address to give the nodes "
@@ -162,17 +178,13 @@ class ControlServer:
         self.servicer = ControlServicer(reservation, log_sink)
         self.host = host
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tfos-control"),
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
             interceptors=[SecretInterceptor(secret)],
             options=[("grpc.so_reuseport", 0)],
         )
-        handlers = {
-            name: grpc.unary_unary_rpc_method_handler(
-                getattr(self.servicer, name), request_deserializer=decode, response_serializer=encode
-            )
-            for name in METHODS
-        }
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        served = {SERVICE: (self.servicer, METHODS), **(services or {})}
+        self._server.add_generic_rpc_handlers(tuple(method_handlers(service, target, names)
+                                                    for service, (target, names) in served.items()))
         bind_host = _bracket(host)
         self.certificate = tls[0] if tls else b""  # what nodes must trust; public
         if tls:
@@ -181,8 +193,7 @@ class ControlServer:
         else:
             self.port = self._server.add_insecure_port(f"{bind_host}:0")
         if not self.port:
-            raise OSError(f"could not bind the tfos control server to {host}; set TFOS_CONTROL_HOST to an "
-                          "address of this machine that the executors can reach")
+            raise OSError(f"could not bind the tfos control server to {host}{bind_hint}")
         self.address = f"{_bracket(advertise_host if host in WILDCARDS else host)}:{self.port}"
 
     @property

@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
-import time
 from typing import Any, Callable
 
 from . import _spark
 from ._node.instance import DEFAULT_TIMEOUT, InstanceSpec, instance_task
-from .errors import ClusterFailedError, ConfigError, NodeFailure
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +118,9 @@ def _map_fn_argument(map_fn: Any, map_fun: Any) -> Callable:
 
 
 def _collect(sc, spec: InstanceSpec) -> list[dict]:
-    """Runs the instance stage as a tagged Spark job; a Spark failure becomes a ClusterFailedError."""
+    """Runs the instance stage as a tagged RDD job (a barrier job with ``use_barrier``)."""
+    from ._driver.launch import run_instance_job
+
     n = spec.num_executors
 
     def action() -> list:
@@ -128,25 +128,5 @@ def _collect(sc, spec: InstanceSpec) -> list[dict]:
         rdd = rdd.barrier() if spec.use_barrier else rdd
         return rdd.mapPartitions(_spark.bind(instance_task, spec)).collect()
 
-    done = threading.Event()
-    tag = f"tfos-parallel-{secrets.token_hex(4)}"
-    job = _spark.BackgroundJob(sc, action, tag, f"tfos: {n} TFParallel instances", on_done=done.set)
-    logger.info("starting %s TFParallel instances (barrier=%s)", n, spec.use_barrier)
-    started = time.monotonic()
-    job.start()
-    try:
-        while not done.wait(1.0):
-            pass
-    except BaseException:
-        job.cancel()
-        job.join(30)
-        raise
-    job.join(30)
-    if job.error is not None:
-        raise ClusterFailedError(
-            [NodeFailure(-1, "spark job", time=time.time(),
-                         message=f"the Spark stage running the TFParallel instances failed: {job.error_text()}")],
-            "TFParallel failed.",
-        ) from job.error
-    logger.info("%s TFParallel instances ended in %.1fs", n, time.monotonic() - started)
-    return job.results or []
+    return run_instance_job(lambda on_done: _spark.BackgroundJob(
+        sc, action, f"tfos-parallel-{secrets.token_hex(4)}", f"tfos: {n} TFParallel instances", on_done=on_done), spec)

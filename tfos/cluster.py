@@ -23,18 +23,19 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _attempt, _memory, _spark
+from . import _memory, _spark
+from ._driver import attempt as _attempt
 from ._driver import launch
 from ._driver.backends import ClassicBackend
-from ._attempt import Attempt
+from ._driver.attempt import Attempt
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
 from ._node.spark_task import local_address_towards
 from ._node.spec import LaunchSpec
-from ._restart import decide
+from ._driver.restart import decide
 from ._feed import driver as feed_driver
 from ._feed.client import end_feed
-from ._progress import ProgressDisplay, display_mode
+from ._driver.progress import ProgressDisplay, display_mode
 from .config import Settings
 from .errors import (
     ClusterFailedError,
@@ -620,7 +621,7 @@ def run(
     request = launch.Request(map_fun, tf_args, num_executors, num_ps, tensorboard, input_mode, log_dir,
                              driver_ps_nodes, master_node, reservation_timeout, eval_node, release_port, settings)
     prepared = launch.prepare(ClassicBackend(sc), request)
-    config, template, base, spark_nodes = prepared.config, prepared.template, prepared.spec, prepared.spark_nodes
+    config, template, base, spark_nodes = prepared.settings, prepared.template, prepared.spec, prepared.spark_nodes
     slots, cluster_id = prepared.slots, base.cluster_id
     host = config.control_host or _spark.conf(sc, "spark.driver.host") or local_address_towards("8.8.8.8:53")
     driver_ps = request.driver_ps

@@ -182,7 +182,7 @@ class TFNodeContext:
             TypeError: a value is not a number, string, boolean or None.
         """
         from ._node import PROGRESS_FILE_ENV
-        from ._progress import ProgressFile
+        from ._node.progress import ProgressFile
 
         values = {**({"step": step} if step is not None else {}), **({"epoch": epoch} if epoch is not None else {}),
                   **fields}

@@ -130,4 +130,4 @@ def test_tutorial_through_spark_submit(standalone_cluster, spark_free, tmp_path)
         assert f"[{node}] Epoch 2/2" in output, output[-5000:]
     assert f"master {standalone_cluster.master_url}" in output
     # --progress log: the display's lines arrive as the tfos logger's INFO records, even though output is piped.
-    assert f"INFO tfos._progress: {PROGRESS_HEADER}" in output, output[-5000:]
+    assert f"INFO tfos._driver.progress: {PROGRESS_HEADER}" in output, output[-5000:]

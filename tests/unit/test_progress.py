@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tfos._progress import (OutputProgress, ProgressDisplay, ProgressFile, display_mode, format_row,
-                            format_table, last_segment, parse_segment, read_progress_file)
+from tfos._driver.progress import ProgressDisplay, display_mode, format_row, format_table
+from tfos._node.progress import OutputProgress, ProgressFile, last_segment, parse_segment, read_progress_file
 from tfos.node import TFNodeContext
 
 
@@ -76,7 +76,7 @@ def test_display_mode(setting, isatty, mode):
 
 
 def test_every_display_mode_is_a_valid_setting():
-    from tfos._progress import DISPLAY_MODES
+    from tfos._driver.progress import DISPLAY_MODES
     from tfos.config import from_env
 
     assert [from_env({"TFOS_PROGRESS": mode}).progress for mode in DISPLAY_MODES] == list(DISPLAY_MODES)
@@ -85,7 +85,7 @@ def test_every_display_mode_is_a_valid_setting():
 def test_log_mode_writes_info_records_and_nothing_on_the_stream(caplog):
     out = io.StringIO()
     display = ProgressDisplay(lambda: [{"role": "worker:0", "step": 1}], "log", interval=60, stream=out)
-    with caplog.at_level("INFO", logger="tfos._progress"):
+    with caplog.at_level("INFO", logger="tfos._driver.progress"):
         display.show()
     assert out.getvalue() == ""
     assert [r.getMessage() for r in caplog.records][1:] == ["  worker:0    step 1"]

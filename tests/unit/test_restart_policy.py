@@ -2,7 +2,7 @@
 
 import pytest
 
-from tfos._restart import classify, decide, default_backup_dir
+from tfos._driver.restart import classify, decide, default_backup_dir
 from tfos.errors import NodeFailure
 
 KILLED = NodeFailure(1, "worker:1", "h", "1", time=10.0, signal=9, message="the TF process was killed by signal 9")

@@ -15,7 +15,6 @@ cannot be reached from the executors and has no SparkContext:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -24,9 +23,9 @@ import time
 from typing import Any, Callable, Sequence
 
 from .._driver.backends import ConnectBackend
-from .._driver.launch import Request, prepare
+from .._driver.launch import Launch, Request, prepare
 from .._memory import with_hint
-from .._node.spec import SPARK_MODE, LaunchSpec
+from .._node.spec import SPARK_MODE
 from ..config import Settings
 from ..errors import ClusterFailedError, ConfigError, NodeFailure, ShutdownTimeoutError
 from . import session as connect
@@ -34,14 +33,6 @@ from .control import ConnectSpec, failures_of
 from .stage import FINISH_SCHEMA, NODE_SCHEMA, FinishSpec, finish_batches, node_batches
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    """The parts of the run configuration that ``tfos._feed.driver`` reads (``settings``, ``spec.secret``)."""
-
-    settings: Settings
-    spec: LaunchSpec
 
 
 class ConnectCluster:
@@ -54,7 +45,7 @@ class ConnectCluster:
             ``server_addr`` (node 0's control server, once known).
     """
 
-    def __init__(self, spark, config: _Config, num_executors: int, job) -> None:
+    def __init__(self, spark, config: Launch, num_executors: int, job) -> None:
         self.spark = spark
         self.sc = None
         self._config = config
@@ -345,7 +336,7 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
     request = Request(map_fun, tf_args, num_executors, num_ps, tensorboard, input_mode, log_dir, driver_ps_nodes,
                       master_node, reservation_timeout, eval_node, release_port, settings)
     prepared = prepare(ConnectBackend(spark), request)
-    config, template, spec = prepared.config, prepared.template, prepared.spec
+    config, template, spec = prepared.settings, prepared.template, prepared.spec
     cspec = ConnectSpec(spec, node_lost_timeout=config.node_lost_timeout, hang_timeout=config.hang_timeout,
                         tls=config.control_tls or bool(config.control_tls_cert), tls_material=user_tls_material(config))
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
@@ -357,7 +348,7 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
         spark, lambda: spark.range(0, num_executors, 1, num_executors).mapInArrow(fn, NODE_SCHEMA, barrier=True
                                                                                   ).collect(),
         f"tfos-{spec.cluster_id}", f"tfos: {num_executors} TF nodes")
-    cluster = ConnectCluster(spark, _Config(config, spec), num_executors, job)
+    cluster = ConnectCluster(spark, prepared, num_executors, job)
     cluster.queues = list(queues)
     job.start()
     if input_mode == SPARK_MODE:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 import pickle
 import secrets
-import threading
-import time
 from typing import Any, Callable, Iterable, Iterator
 
 from .._driver.backends import ConnectBackend
-from .._driver.launch import instance_results, prepare_instances
+from .._driver.launch import instance_results, prepare_instances, run_instance_job
 from .._node.instance import DEFAULT_TIMEOUT, instance_task
 from .._spark import bind
-from ..errors import ClusterFailedError, NodeFailure
 from . import session as connect
 
 logger = logging.getLogger(__name__)
@@ -45,26 +42,8 @@ def run(spark, map_fn: Callable[[Any, Any], Any], tf_args: Any, num_executors: A
 def _collect(spark, spec) -> list[dict]:
     n = spec.num_executors
     fn = bind(instance_batches, spec)
-    done = threading.Event()
-    job = connect.background_job(
+    rows = run_instance_job(lambda on_done: connect.background_job(
         spark, lambda: spark.range(0, n, 1, n).mapInArrow(fn, REPORT_SCHEMA, barrier=spec.use_barrier).collect(),
-        f"tfos-parallel-{secrets.token_hex(4)}", f"tfos: {n} TFParallel instances", on_done=done.set)
-    logger.info("starting %s TFParallel instances over Spark Connect (barrier=%s)", n, spec.use_barrier)
-    started = time.monotonic()
-    job.start()
-    try:
-        while not done.wait(1.0):
-            pass
-    except BaseException:
-        job.cancel()
-        job.join(30)
-        raise
-    job.join(30)
-    if job.error is not None:
-        raise ClusterFailedError(
-            [NodeFailure(-1, "spark job", time=time.time(),
-                         message=f"the Spark stage running the TFParallel instances failed: {job.error_text()}")],
-            "TFParallel failed.",
-        ) from job.error
-    logger.info("%s TFParallel instances ended in %.1fs", n, time.monotonic() - started)
-    return [pickle.loads(row.report) for row in job.results or []]
+        f"tfos-parallel-{secrets.token_hex(4)}", f"tfos: {n} TFParallel instances", on_done=on_done),
+        spec, over=" over Spark Connect")
+    return [pickle.loads(row.report) for row in rows]

@@ -21,7 +21,7 @@ from .._node.spec import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
 from .._pickle import dumps_for_nodes
 from .._preimport import modules_for
-from .._restart import default_backup_dir
+from .restart import default_backup_dir
 from ..config import Settings, from_env
 from ..errors import ClusterFailedError, ConfigError
 from ..fs import s3a_env
@@ -82,7 +82,7 @@ class Request:
 class Launch:
     """A validated request, ready to start: its settings, its roles, the spec every node gets."""
 
-    config: Settings
+    settings: Settings
     template: dict
     spec: LaunchSpec
     spark_nodes: int  # nodes that run as Spark tasks
@@ -127,7 +127,7 @@ def prepare(backend: Backend, request: Request) -> Launch:
         user_env=user_env_names(conf), node_threads=config.node_threads,
         memory_note=_memory.launch_memory(conf, config.node_memory_mb, logger.warning),
     )
-    return Launch(config, template, spec, spark_nodes, slots)
+    return Launch(settings=config, template=template, spec=spec, spark_nodes=spark_nodes, slots=slots)
 
 
 def check_request(request: Request) -> dict:
@@ -186,6 +186,48 @@ def check_instance_count(num_executors: Any, timeout: Any) -> None:
         raise ConfigError(f"num_executors must be an int >= 1, got {num_executors!r}")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+
+
+def run_instance_job(make_job: Callable[[Callable[[], None]], Any], spec: InstanceSpec, over: str = "") -> list:
+    """Runs TFParallel's instance stage and returns what its tasks returned, on either backend.
+
+    Args:
+        make_job: ``make_job(on_done)`` builds the stage as a :class:`tfos._spark.BackgroundJob` (an RDD barrier
+            job on a classic session, a DataFrame stage on Spark Connect) that calls ``on_done`` when it ends.
+        spec: the instances' spec.
+        over: how the stage is started, for the log (``" over Spark Connect"``).
+
+    Raises:
+        ClusterFailedError: the Spark stage failed (e.g. a lost executor). Ctrl-C (or any exception while waiting)
+            cancels the stage before it propagates.
+    """
+    import threading
+    import time
+
+    from ..errors import NodeFailure
+
+    n = spec.num_executors
+    done = threading.Event()
+    job = make_job(done.set)
+    logger.info("starting %s TFParallel instances%s (barrier=%s)", n, over, spec.use_barrier)
+    started = time.monotonic()
+    job.start()
+    try:
+        while not done.wait(1.0):
+            pass
+    except BaseException:
+        job.cancel()
+        job.join(30)
+        raise
+    job.join(30)
+    if job.error is not None:
+        raise ClusterFailedError(
+            [NodeFailure(-1, "spark job", time=time.time(),
+                         message=f"the Spark stage running the TFParallel instances failed: {job.error_text()}")],
+            "TFParallel failed.",
+        ) from job.error
+    logger.info("%s TFParallel instances ended in %.1fs", n, time.monotonic() - started)
+    return job.results or []
 
 
 def instance_results(reports: list[dict], num_executors: int) -> list:

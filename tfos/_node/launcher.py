@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import IO, Callable, Sequence
 
-from .._progress import OutputProgress, last_segment, read_progress_file
+from .progress import OutputProgress, last_segment, read_progress_file
 
 CHILD_MODULE = "tfos._node.child"
 # Output lines waiting for the next heartbeat to the driver; older ones are dropped (and counted) beyond this.

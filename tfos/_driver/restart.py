@@ -23,7 +23,7 @@ import dataclasses
 import os
 from typing import Sequence
 
-from .errors import NodeFailure
+from ..errors import NodeFailure
 
 # TensorFlow errors that mean "a peer went away", as they appear in a traceback's last line.
 PEER_ERRORS = ("UnavailableError", "AbortedError", "CancelledError", "DeadlineExceededError")

@@ -1,15 +1,12 @@
-"""Training progress: what a node learns from its TF process, and how the driver shows it.
-
-Three pieces, each small and pure where it can be:
+"""Training progress as a node learns it from its TF process.
 
 - :func:`parse_segment` reads Keras' progress output (``Epoch 3/10``, ``12/100 [====>....]``) so that an
-  unmodified ``model.fit(verbose=1)`` reports epochs and steps with no code change.
+  unmodified ``model.fit(verbose=1)`` reports epochs and steps with no code change (:class:`OutputProgress`).
 - :class:`ProgressFile` is what ``ctx.report_progress(step=..., epoch=...)`` writes in the TF process; the node's
   supervisor reads it at each heartbeat (:func:`read_progress_file`). Writing happens on a background thread at
   most every ``interval`` seconds, so calling it every step costs a dict update.
-- :func:`format_table` and :class:`ProgressDisplay`: the driver's periodic per-node status lines
-  (``TFOS_PROGRESS=auto|on|off|log``; ``auto`` prints them when stderr is a terminal and shows nothing
-  otherwise, so piped or redirected output stays free of them; ``log`` sends them to INFO log records).
+
+The driver's display of it is :mod:`tfos._driver.progress`.
 """
 
 from __future__ import annotations
@@ -18,10 +15,9 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +26,6 @@ _STEP = re.compile(r"^\s*(\d+)/(\d+|Unknown)\s+\[")
 _STEP_UNKNOWN = re.compile(r"^\s*(\d+)/Unknown\b")
 # Output control characters Keras' dynamic progress bar uses to redraw a line in place.
 _REDRAW = re.compile(r"[\b]+")
-
-DISPLAY_MODES = ("auto", "on", "off", "log")
 
 
 def last_segment(raw: str) -> str:
@@ -135,91 +129,3 @@ class ProgressFile:
         while True:
             self.flush()
             time.sleep(self.interval)
-
-
-def display_mode(setting: str, isatty: bool) -> str:
-    """How the driver shows progress for the ``progress`` setting (``TFOS_PROGRESS``).
-
-    Args:
-        setting: ``"auto"``, ``"on"``, ``"off"`` or ``"log"``.
-        isatty: whether the driver's stderr is a terminal.
-
-    Returns:
-        ``"tty"`` (status lines on stderr), ``"log"`` (INFO log records of the ``tfos`` logger) or ``"off"``.
-        ``"auto"`` is ``"tty"`` on a terminal and ``"off"`` otherwise.
-    """
-    if setting == "on":
-        return "tty"
-    if setting == "log":
-        return "log"
-    if setting == "auto" and isatty:
-        return "tty"
-    return "off"
-
-
-def format_row(row: Mapping) -> str:
-    """One node's status: ``worker:1  epoch 3/10  step 12/100  (idle 4s)``."""
-    parts = [f"{row.get('role', '?'):<10}"]
-    if row.get("attempt"):
-        parts.append(f"attempt {row['attempt']}")
-    for key, total in (("epoch", "epochs"), ("step", "steps")):
-        if row.get(key) is not None:
-            parts.append(f"{key} {row[key]}" + (f"/{row[total]}" if row.get(total) else ""))
-    extra = [f"{k}={v}" for k, v in row.items() if k not in _SHOWN and not isinstance(v, dict)]
-    parts.extend(extra[:4])
-    if row.get("exited"):
-        parts.append("(done)")
-    elif row.get("idle_secs", 0) >= 10:
-        parts.append(f"(no progress for {row['idle_secs']:.0f}s)")
-    return "  ".join(parts)
-
-
-_SHOWN = frozenset({"role", "attempt", "epoch", "epochs", "step", "steps", "exited", "idle_secs", "worker_num",
-                    "heartbeat_secs", "activity", "last_line", "reports"})
-
-
-def format_table(rows: Sequence[Mapping], elapsed: float) -> list[str]:
-    """The display's lines: a header with the elapsed time, then one line per node."""
-    return [f"tfos progress after {elapsed:.0f}s:"] + ["  " + format_row(row) for row in rows]
-
-
-class ProgressDisplay(threading.Thread):
-    """Prints (or logs) the nodes' progress every ``interval`` seconds until :meth:`stop`.
-
-    Args:
-        rows: returns the current per-node progress (``TFCluster.progress``).
-        mode: ``"tty"`` or ``"log"`` (see :func:`display_mode`).
-        interval: seconds between updates.
-        stream: where ``tty`` lines go (stderr by default).
-    """
-
-    def __init__(self, rows: Callable[[], list], mode: str, interval: float = 10.0, stream=None) -> None:
-        super().__init__(name="tfos-progress-display", daemon=True)
-        self.rows, self.mode, self.interval = rows, mode, interval
-        self.stream = stream
-        self._stop = threading.Event()
-        self._start = time.monotonic()
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.show()
-
-    def show(self) -> None:
-        try:
-            lines = format_table(self.rows(), time.monotonic() - self._start)
-        except Exception as exc:  # noqa: BLE001 - the display must never disturb training
-            logger.debug("progress display: %s", exc)
-            return
-        if self.mode == "log":
-            for line in lines:
-                logger.info("%s", line)
-            return
-        try:
-            stream = self.stream or sys.stderr
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-
-    def stop(self) -> None:
-        self._stop.set()

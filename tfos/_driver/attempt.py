@@ -13,14 +13,14 @@ import secrets
 import sys
 import threading
 
-from . import _spark
-from ._control.reservation import Reservation
-from ._control.server import ControlServer, advertised_host, print_lines
-from ._control.tls import server_material
-from ._node.spark_task import node_partition
-from ._node.spec import LaunchSpec, NodePlace
-from ._node.supervisor import run_node
-from .config import Settings
+from .. import _spark
+from .._control.reservation import Reservation
+from .._control.server import ControlServer, advertised_host, print_lines
+from .._control.tls import server_material
+from .._node.spark_task import node_partition
+from .._node.spec import LaunchSpec, NodePlace
+from .._node.supervisor import run_node
+from ..config import Settings
 
 logger = logging.getLogger(__name__)
 

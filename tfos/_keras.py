@@ -80,6 +80,8 @@ def script_source(tf_args: Any) -> str | None:
 
     try:
         spec = importlib.util.find_spec(tf_args["module"])
+        if spec is None or not spec.origin:
+            return ""
         with open(spec.origin, encoding="utf-8", errors="replace") as f:
             return f.read(1_000_000)
     except (ImportError, ValueError, AttributeError, TypeError, OSError):

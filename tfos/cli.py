@@ -46,7 +46,7 @@ import runpy
 import shutil
 import sys
 import tempfile
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ._keras import SCRIPT_KIND
 
@@ -264,7 +264,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 
 def cluster_settings(args: argparse.Namespace, payload: dict | None = None,
-                     environ: dict | None = None) -> dict:
+                     environ: Mapping[str, str] | None = None) -> dict:
     """The tfos settings the command line gives ``TFCluster.run``; a flag left out leaves its ``TFOS_*`` variable.
 
     With ``TFOS_PREIMPORT=auto`` the script's source decides what is pre-imported (a script that imports TensorFlow

@@ -115,7 +115,7 @@ class TFNodeContext:
         self.attempt = attempt
         self.backup_dir = backup_dir or None
         self.checkpoint_dir = self.backup_dir
-        self._progress = None
+        self._progress: Any = None  # a ProgressFile once report_progress() is called in a node
 
     @property
     def tf_config(self) -> dict:

@@ -169,7 +169,7 @@ class StandaloneCluster:
             self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(port),
                                    "--webui-port", str(webui)], env)
             for i in range(self.workers):
-                wdir = os.path.join(self.work_dir, f"worker-{i}")
+                wdir = os.path.join(str(self.work_dir), f"worker-{i}")
                 os.makedirs(wdir, exist_ok=True)
                 self._spawn(f"worker-{i}", [
                     "org.apache.spark.deploy.worker.Worker", "--host", self.host, "--cores", str(self.cores_per_worker),

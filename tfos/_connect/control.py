@@ -257,6 +257,7 @@ def launch_detached_host(spec: ConnectSpec, host: str, watch_pid: int | None, ti
 
     proc = subprocess.Popen([sys.executable, "-m", "tfos._connect.control"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdin is not None and proc.stdout is not None  # both are pipes
     proc.stdin.write(pickle.dumps((spec, host, watch_pid)))
     proc.stdin.close()
     if not select.select([proc.stdout], [], [], timeout)[0]:

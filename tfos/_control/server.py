@@ -194,7 +194,8 @@ class ControlServer:
             self.port = self._server.add_insecure_port(f"{bind_host}:0")
         if not self.port:
             raise OSError(f"could not bind the tfos control server to {host}{bind_hint}")
-        self.address = f"{_bracket(advertise_host if host in WILDCARDS else host)}:{self.port}"
+        shown = advertise_host if host in WILDCARDS and advertise_host else host
+        self.address = f"{_bracket(shown)}:{self.port}"
 
     @property
     def changed(self) -> threading.Condition:

@@ -256,6 +256,7 @@ class TFRecordWriter(DataSourceArrowWriter):
                         sink = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) \
                             if self.suffix else out
                     chunk = b"".join(_tfrecord.frame(r) for r in _columns.encode_batch(batch, self.schema))
+                    assert sink is not None  # opened with the first rows
                     sink.write(chunk)
                     rows += batch.num_rows
                     size += len(chunk)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, Protocol
 
 import crc32c as _crc32c
 
@@ -23,6 +23,12 @@ _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
 
+
+
+class Readable(Protocol):
+    """What :func:`read_records` reads from: a binary file, a ``GzipFile``, a zlib stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 def masked_crc(data) -> int:
     """TensorFlow's masked CRC-32C of ``data`` (any bytes-like object; hardware-accelerated where possible)."""
@@ -51,7 +57,7 @@ def write_records(out: BinaryIO, records: Iterable[bytes]) -> tuple[int, int]:
     return count, size
 
 
-def read_records(src: BinaryIO, name: str, check_data: bool = True) -> Iterator[bytes]:
+def read_records(src: Readable, name: str, check_data: bool = True) -> Iterator[bytes]:
     """Yields the records of the TFRecord stream ``src``.
 
     Args:

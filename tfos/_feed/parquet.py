@@ -214,6 +214,7 @@ def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *str
         try:
             if piece.path != current:
                 handle, current = _open(piece.path), piece.path
+            assert handle is not None
             table = handle.read_row_group(piece.index).slice(piece.start, piece.rows)
         except (OSError, ValueError) as exc:
             raise FeedError(

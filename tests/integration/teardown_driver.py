@@ -35,8 +35,9 @@ def main() -> int:
         with open(os.path.join(out, "cluster.tmp"), "w") as f:
             json.dump(info, f)
         os.replace(os.path.join(out, "cluster.tmp"), os.path.join(out, "cluster.json"))
-        print("READY", flush=True)
         try:
+            # READY is printed inside the try: the test's SIGINT can arrive while print is still flushing.
+            print("READY", flush=True)
             cluster.shutdown(timeout=600)
         except KeyboardInterrupt:
             print("INTERRUPTED", flush=True)

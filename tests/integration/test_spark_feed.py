@@ -109,3 +109,31 @@ def test_row_of_wrong_shape_names_the_column(spark_local_cluster, tmp_path):
 
 
 # A node killed mid-feed: tests/integration/test_feed_at_scale.py (at the sizes users feed).
+
+
+def _python_workers() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if "pyspark.worker" in " ".join(p.info["cmdline"] or ())}
+
+
+def test_feeding_tasks_leave_their_python_workers_for_the_next_task(spark_local_cluster, tmp_path):
+    # A PySpark task that does not read its input to the end (to the iterator's StopIteration) loses its Python
+    # worker: feeding tasks used to return once the plan's last frame was sent, and every partition of every
+    # epoch paid for a new worker (a fork, tfos and pyarrow imported again).
+    spark = spark_local_cluster
+    df = spark.range(124, numPartitions=4).selectExpr("id", "array(float(id), 1.0f) AS x").cache()
+    rdd = spark.sparkContext.parallelize(range(124), 4).cache()
+    cluster = TFCluster.run(spark.sparkContext, nodefns.feed_count, {"out": str(tmp_path)}, 2, input_mode=SPARK,
+                            feed_path="spark")
+    try:
+        df.mapInArrow(lambda batches: batches, df.schema).collect()  # the feed's kind of task: it starts workers
+        rdd.mapPartitions(lambda rows: rows).collect()
+        before = _python_workers()
+        cluster.train(df, num_epochs=2)
+        cluster.train(rdd, num_epochs=2)
+        after = _python_workers()
+    finally:
+        cluster.shutdown(timeout=120)
+    assert sum(c["rows"] for c in read(tmp_path, "count", 2)) == 2 * 2 * 124
+    assert before and before <= after, f"workers gone: {sorted(before - after)}; new: {sorted(after - before)}"

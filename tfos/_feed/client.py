@@ -400,6 +400,13 @@ def _short_partition(target: FeedTarget, partition: int, got: int) -> FeedError:
         "block changes), or cache it yourself with df.cache() / rdd.cache() before train().")
 
 
+# _READ_TO_THE_END: a feeding task reads its input to the end (the iterator's StopIteration), past the last
+# frame it sends and past rows the plan does not feed (at most nodes - 1 per epoch): a PySpark task that leaves
+# input unread loses its Python worker, and the next task pays for a new one (a fork, tfos and pyarrow imported
+# again: 0.3-0.8 CPU seconds here, every partition of every epoch; the whole train() call of
+# bench/feed_throughput.py took 2.5x as long). Only a feed whose nodes all stopped taking rows returns early.
+
+
 def train_rows(target: FeedTarget, iterator: Iterable) -> Iterator[str]:
     """``rdd.mapPartitions`` body: sends this partition's rows, pickled in frames, per the plan."""
     partition = _partition_id()
@@ -411,7 +418,7 @@ def train_rows(target: FeedTarget, iterator: Iterable) -> Iterator[str]:
         got = 0
         for row in iterator:
             if frame is None:
-                return
+                continue  # past the plan's rows: read on to the end (see _READ_TO_THE_END)
             chunk.append(row)
             got += 1
             if got == frame.stop:
@@ -438,6 +445,8 @@ def train_arrow(target: FeedTarget, batches: Iterable) -> Iterator:
         parts: list = []
         offset = 0  # the partition's row index of the batch's first row
         for batch in batches:
+            if frame is None:
+                continue  # past the plan's rows: read on to the end (see _READ_TO_THE_END)
             pos = 0
             while frame is not None and pos < batch.num_rows:
                 take = min(frame.stop - offset - pos, batch.num_rows - pos)
@@ -450,8 +459,6 @@ def train_arrow(target: FeedTarget, batches: Iterable) -> Iterator:
                         return
                     frame = next(frames, None)
             offset += batch.num_rows
-            if frame is None:
-                return
         if frame is not None:
             raise _short_partition(target, partition, offset)
 

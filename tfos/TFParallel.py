@@ -34,7 +34,7 @@ import logging
 import secrets
 from typing import Any, Callable
 
-from . import _spark
+from ._driver import spark as _spark
 from ._node.instance import DEFAULT_TIMEOUT, InstanceSpec, instance_task
 from .errors import ConfigError
 
@@ -58,7 +58,7 @@ def run(sc, map_fn: Callable[[Any, Any], Any] | None = None, tf_args: Any = None
     free or least used and that no other tfos instance or node on the host holds (with
     ``CUDA_DEVICE_ORDER=PCI_BUS_ID``); ``gpus_per_node=0`` hides every GPU. Where ``nvidia-smi`` is missing or
     finds no GPU the variable is left as the executor has it. Its environment also holds
-    ``TF_USE_LEGACY_KERAS`` (``1`` or ``0``: the Keras :mod:`tfos._keras` picks), ``TFOS_WORKER_NUM`` and
+    ``TF_USE_LEGACY_KERAS`` (``1`` or ``0``: the Keras :mod:`tfos._node.keras_choice` picks), ``TFOS_WORKER_NUM`` and
     ``PYTHONUNBUFFERED=1``.
     Its output goes to the executor's stderr, each line prefixed with ``[instance:N]``.
 

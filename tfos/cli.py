@@ -48,7 +48,7 @@ import sys
 import tempfile
 from typing import Any, Mapping, Sequence
 
-from ._keras import SCRIPT_KIND
+from ._node.keras_choice import SCRIPT_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -268,10 +268,10 @@ def cluster_settings(args: argparse.Namespace, payload: dict | None = None,
     """The tfos settings the command line gives ``TFCluster.run``; a flag left out leaves its ``TFOS_*`` variable.
 
     With ``TFOS_PREIMPORT=auto`` the script's source decides what is pre-imported (a script that imports TensorFlow
-    has it imported while the cluster is reserved; see :mod:`tfos._preimport`).
+    has it imported while the cluster is reserved; see :mod:`tfos._node.preimport`).
     """
-    from ._keras import TF_KERAS, choose, script_source
-    from ._preimport import script_modules
+    from ._node.keras_choice import TF_KERAS, choose, script_source
+    from ._node.preimport import script_modules
     from .config import from_env
 
     environ = os.environ if environ is None else environ

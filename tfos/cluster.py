@@ -23,7 +23,8 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from . import _memory, _spark
+from ._driver import spark as _spark
+from ._node import memory as _memory
 from ._driver import attempt as _attempt
 from ._driver import launch
 from ._driver.backends import ClassicBackend
@@ -549,7 +550,7 @@ def run(
     - ``TF_USE_LEGACY_KERAS``: ``1`` (``tf.keras`` is tf-keras 2) or ``0`` (Keras 3, with tfos's repair for
       MultiWorkerMirroredStrategy, :mod:`tfos._node.keras3`). ``legacy_keras="auto"`` (default) picks Keras 3 when
       ``map_fun`` imports ``keras`` or uses Keras 3 objects made on the driver, tf-keras otherwise (see
-      :mod:`tfos._keras`); ``1``/``0`` force one.
+      :mod:`tfos._node.keras_choice`); ``1``/``0`` force one.
     - ``CUDA_VISIBLE_DEVICES``: the GPUs Spark assigned to the task, when Spark schedules GPUs; otherwise
       ``gpus_per_node`` (``TFOS_GPUS_PER_NODE``, or ``tf_args.num_gpus``) GPUs of the host that ``nvidia-smi``
       shows free (then least used), never given to two nodes of one host, with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``;

@@ -14,7 +14,7 @@ stop_grace_secs                TFOS_STOP_GRACE_SECS        10         seconds be
 legacy_keras                   TFOS_LEGACY_KERAS           auto       which Keras the TF process gets: auto (Keras 3 if
                                                                       main_fun imports keras or uses Keras 3 objects,
                                                                       else tf-keras 2), 1 (tf-keras 2: sets
-                                                                      TF_USE_LEGACY_KERAS=1), 0 (Keras 3); see tfos._keras
+                                                                      TF_USE_LEGACY_KERAS=1), 0 (Keras 3); see tfos._node.keras_choice
 control_host                   TFOS_CONTROL_HOST           (driver)   address the driver's control server binds to
 log_tail_lines                 TFOS_LOG_TAIL_LINES         100        lines of a TF process's output kept for reports
 feed_chunk_rows                TFOS_FEED_CHUNK_ROWS        1024       rows a feeding task sends a node per message
@@ -126,7 +126,7 @@ class Settings:
     control_tls_key: str = ""
 
     def __post_init__(self) -> None:
-        from ._keras import normalize
+        from ._node.keras_choice import normalize
 
         object.__setattr__(self, "legacy_keras", normalize(self.legacy_keras))
         object.__setattr__(self, "forward_logs", _forward_logs(self.forward_logs))

@@ -420,7 +420,7 @@ def spark_env(spark) -> dict[str, str]:
 
     For driver-side code that reads what the TF nodes wrote, e.g. ``os.environ.update(tfos.fs.spark_env(sc))``.
     """
-    from . import _spark
+    from ._driver import spark as _spark
     from ._connect import session as connect
 
     if connect.is_connect(spark):  # no JVM on a Connect client: the server's spark.hadoop.fs.s3a.* settings

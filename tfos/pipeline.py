@@ -445,7 +445,7 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
                 or the DataFrame, or ``batch_size < 1``.
         """
         from ._data import pipeline_score as score
-        from ._spark import bind
+        from ._driver.spark import bind
 
         args = self.merge_args_params()
         if not args.export_dir:

@@ -1,10 +1,10 @@
-"""Which Keras a node gets (tfos._keras): pure logic on code objects and source text; no TensorFlow imported."""
+"""Which Keras a node gets (tfos._node.keras_choice): pure logic on code objects and source text; no TensorFlow imported."""
 
 import types
 
 import pytest
 
-from tfos._keras import KERAS3, TF_KERAS, SCRIPT_KIND, choose, normalize, script_source
+from tfos._node.keras_choice import KERAS3, TF_KERAS, SCRIPT_KIND, choose, normalize, script_source
 from tfos.errors import ConfigError
 
 # Stand-ins for classes imported on a driver: only their module names matter here.

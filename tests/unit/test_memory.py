@@ -1,8 +1,8 @@
-"""The container memory check and the memory hints (tfos._memory), on fake Spark confs."""
+"""The container memory check and the memory hints (tfos._node.memory), on fake Spark confs."""
 
 import pytest
 
-from tfos._memory import ContainerMemory, check, failure_hint, looks_like_memory, size_mib, with_hint
+from tfos._node.memory import ContainerMemory, check, failure_hint, looks_like_memory, size_mib, with_hint
 from tfos.config import from_env
 from tfos.errors import ConfigError
 

@@ -1,10 +1,10 @@
-"""tfos._pickle: functions pickled by value keep their source file name (cloudpickle >= 3.1.3 drops it)."""
+"""tfos._driver.payload: functions pickled by value keep their source file name (cloudpickle >= 3.1.3 drops it)."""
 
 import sys
 
 import cloudpickle
 
-from tfos._pickle import dumps
+from tfos._driver.payload import dumps
 
 
 def main_fun(args, ctx):

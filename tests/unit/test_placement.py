@@ -2,7 +2,8 @@
 
 import pytest
 
-from tfos import TFParallel, _spark
+from tfos import TFParallel
+from tfos._driver import spark as _spark
 from tfos._node.spec import LaunchSpec
 from tfos.cluster import _shared_executors
 from tfos.errors import PlacementError

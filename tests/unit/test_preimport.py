@@ -1,10 +1,10 @@
-"""Which modules a node's TF process imports while the cluster is reserved (tfos._preimport): pure logic."""
+"""Which modules a node's TF process imports while the cluster is reserved (tfos._node.preimport): pure logic."""
 
 import types
 
 import pytest
 
-from tfos._preimport import mentions_tensorflow, modules_for, source_mentions_tensorflow
+from tfos._node.preimport import mentions_tensorflow, modules_for, source_mentions_tensorflow
 from tfos.config import from_env
 from tfos.errors import ConfigError
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from .._driver.backends import ConnectBackend
 from .._driver.launch import Launch, Request, prepare
-from .._memory import with_hint
+from .._node.memory import with_hint
 from .._node.spec import SPARK_MODE
 from ..config import Settings
 from ..errors import ClusterFailedError, ConfigError, NodeFailure, ShutdownTimeoutError
@@ -307,7 +307,7 @@ class ConnectCluster:
     def _finish(self, mode: str, **fields) -> dict:
         """Runs the one-task finish job against node 0 (see ``stage.FinishSpec``); returns its result."""
         from ..errors import FeedError
-        from .._spark import bind
+        from .._driver.spark import bind
 
         spec = FinishSpec(self.control_address, self._config.spec.secret, mode, stop_wait=self._stop_wait(),
                           control_cert=self._control_cert, **fields)
@@ -341,7 +341,7 @@ def run(spark, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: 
                         tls=config.control_tls or bool(config.control_tls_cert), tls_material=user_tls_material(config))
     logger.info("starting TF cluster %s over Spark Connect: %s nodes %s; settings %s", spec.cluster_id,
                 num_executors, template, config)
-    from .._spark import bind
+    from .._driver.spark import bind
 
     fn = bind(node_batches, cspec)
     job = connect.background_job(

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .._driver.backends import ConnectBackend
 from .._driver.launch import instance_results, prepare_instances, run_instance_job
 from .._node.instance import DEFAULT_TIMEOUT, instance_task
-from .._spark import bind
+from .._driver.spark import bind
 from . import session as connect
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any, Callable
 
-from .._spark import BackgroundJob, is_connect  # noqa: F401 - is_connect: re-exported for the Connect side
+from .._driver.spark import BackgroundJob, is_connect  # noqa: F401 - is_connect: re-exported for the Connect side
 from ..errors import ConfigError, PlacementError
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def executor_summary(spark) -> str:
 
 
 class _TagSession:
-    """Lets :class:`tfos._spark.BackgroundJob` tag and interrupt a Connect session's jobs."""
+    """Lets :class:`tfos._driver.spark.BackgroundJob` tag and interrupt a Connect session's jobs."""
 
     def __init__(self, spark) -> None:
         self.spark = spark

@@ -13,7 +13,7 @@ import secrets
 import sys
 import threading
 
-from .. import _spark
+from . import spark as _spark
 from .._control.reservation import Reservation
 from .._control.server import ControlServer, advertised_host, print_lines
 from .._control.tls import server_material

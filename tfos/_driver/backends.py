@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import _spark
+from . import spark as _spark
 from .._connect import session as connect
 from ..errors import ConfigError
 from ..fs import S3A_SETTINGS

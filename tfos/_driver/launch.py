@@ -14,13 +14,13 @@ import os
 import secrets
 from typing import Any, Callable, Mapping, Protocol
 
-from .. import _keras, _memory
+from .._node import keras_choice as _keras, memory as _memory
 from .._node.environment import user_env_names
 from .._node.instance import InstanceSpec, ReturnsResult
 from .._node.spec import SPARK_MODE, LaunchSpec
 from .._node.tf_config import make_template
-from .._pickle import dumps_for_nodes
-from .._preimport import modules_for
+from .payload import dumps_for_nodes
+from .._node.preimport import modules_for
 from .restart import default_backup_dir
 from ..config import Settings, from_env
 from ..errors import ClusterFailedError, ConfigError
@@ -192,7 +192,7 @@ def run_instance_job(make_job: Callable[[Callable[[], None]], Any], spec: Instan
     """Runs TFParallel's instance stage and returns what its tasks returned, on either backend.
 
     Args:
-        make_job: ``make_job(on_done)`` builds the stage as a :class:`tfos._spark.BackgroundJob` (an RDD barrier
+        make_job: ``make_job(on_done)`` builds the stage as a :class:`tfos._driver.spark.BackgroundJob` (an RDD barrier
             job on a classic session, a DataFrame stage on Spark Connect) that calls ``on_done`` when it ends.
         spec: the instances' spec.
         over: how the stage is started, for the log (``" over Spark Connect"``).

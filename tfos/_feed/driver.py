@@ -18,7 +18,7 @@ import logging
 import secrets
 from typing import Any, Callable, Protocol
 
-from .. import _spark
+from .._driver import spark as _spark
 from ..config import Settings
 from ..errors import ConfigError, FeedError, FeedStallError
 from . import client as feed, parquet

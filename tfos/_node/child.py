@@ -164,7 +164,7 @@ def main() -> int:
         if payload.get("chdir"):
             os.chdir(payload["chdir"])
         if payload.get("keras3"):
-            # Keras 3 (tfos._keras chose it): repaired for MultiWorkerMirroredStrategy before main_fun loads, since
+            # Keras 3 (tfos._node.keras_choice chose it): repaired for MultiWorkerMirroredStrategy before main_fun loads, since
             # main_fun's Keras classes may arrive by reference and import Keras as they are unpickled.
             from . import keras3
 

@@ -17,7 +17,7 @@ variables, ``PATH``, ``HOME``, ``JAVA_HOME``, ``HADOOP_*``, cloud credentials, `
   ``OMP_NUM_THREADS`` PySpark set; a number sets both to it. The user's own ``TF_NUM_INTRAOP_THREADS``,
   ``TF_NUM_INTEROP_THREADS`` and ``spark.executorEnv.OMP_NUM_THREADS`` win.
 * **adds** what the TF process needs: ``TF_CONFIG`` (nodes only), ``TF_USE_LEGACY_KERAS`` (the Keras tfos chose,
-  see :mod:`tfos._keras`), ``CUDA_VISIBLE_DEVICES`` (its GPUs), ``PYTHONPATH`` (the task's ``sys.path`` first),
+  see :mod:`tfos._node.keras_choice`), ``CUDA_VISIBLE_DEVICES`` (its GPUs), ``PYTHONPATH`` (the task's ``sys.path`` first),
   ``PYTHONUNBUFFERED=1`` (output reaches the driver as it is printed) and tfos's ``TFOS_*`` variables (error
   file, worker number, role, log dir).
 """

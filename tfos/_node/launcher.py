@@ -185,7 +185,7 @@ def spawn(env: dict[str, str], label: str, tail_lines: int, *, forward: bool = F
         forward: keep its output lines for the driver (:meth:`OutputPump.drain`).
         skip: lines not forwarded (TensorFlow's start-up chatter, :mod:`tfos._node.chatter`).
         pass_fds: descriptors the child inherits (the TF port held for it, the feed socket).
-        preimport: modules it imports while it waits for its payload (:mod:`tfos._preimport`).
+        preimport: modules it imports while it waits for its payload (:mod:`tfos._node.preimport`).
         cwd: its working directory; this process's by default.
 
     Returns:

@@ -29,7 +29,7 @@ class LaunchSpec:
     tensorboard: bool = False
     input_mode: int = 0
     release_port: bool = True
-    legacy_keras: bool = True  # tf-keras 2 in the TF process (TF_USE_LEGACY_KERAS=1); False: Keras 3 (tfos._keras)
+    legacy_keras: bool = True  # tf-keras 2 in the TF process (TF_USE_LEGACY_KERAS=1); False: Keras 3 (tfos._node.keras_choice)
     heartbeat_interval: float = 1.0
     reservation_timeout: float = 600.0
     stop_grace_secs: float = 10.0
@@ -42,11 +42,11 @@ class LaunchSpec:
     attempt: int = 0  # the cluster's restart attempt (0 first), ``ctx.attempt``
     backup_dir: str = ""  # ``ctx.backup_dir``: stable across attempts, for Keras BackupAndRestore
     control_cert: bytes = dataclasses.field(default=b"", repr=False)  # the control server's TLS certificate
-    preimport: tuple = ()  # modules the TF process imports while the cluster is reserved (tfos._preimport)
+    preimport: tuple = ()  # modules the TF process imports while the cluster is reserved (tfos._node.preimport)
     feed_queue_chunks: int = 16  # InputMode.SPARK: training chunks a node queues before it pushes back
     user_env: tuple = ()  # names the user set through spark.executorEnv.*: kept as they are (environment.py)
     node_threads: str = "task"  # the TF process's thread counts (tfos._node.environment.node_threads)
-    memory_note: str = ""  # the executors' memory settings, quoted when a node dies for memory (tfos._memory)
+    memory_note: str = ""  # the executors' memory settings, quoted when a node dies for memory (tfos._node.memory)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from . import ERROR_FILE_ENV, PROGRESS_FILE_ENV
 from .chatter import is_chatter
 from .environment import node_threads, tf_process_env
 from .spec import SPARK_MODE, LaunchSpec, NodePlace
-from .._memory import failure_hint, looks_like_memory
+from .memory import failure_hint, looks_like_memory
 from .gpus import GpuClaim, claim_gpus
 from .launcher import TFChild, describe_exit, progress_file, read_error_file, read_progress, spawn, stop_process_group
 from .tf_config import role_of, tf_config_json

@@ -38,7 +38,7 @@ def dumps(obj: Any) -> bytes:
 
 def dumps_for_nodes(obj: Any, what: str, hint: str = "") -> bytes:
     """:func:`dumps`, with a failure turned into a :class:`~tfos.errors.ConfigError` naming ``what``."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     try:
         return dumps(obj)

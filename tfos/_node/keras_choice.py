@@ -22,7 +22,7 @@ import re
 import types
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 KERAS3, TF_KERAS = "keras3", "tf_keras"
 SETTINGS = ("auto", "1", "0")

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import ConfigError, PlacementError
+from ..errors import ConfigError, PlacementError
 
 logger = logging.getLogger(__name__)
 

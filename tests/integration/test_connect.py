@@ -155,6 +155,16 @@ def test_dataframe_feed_train_and_inference(connect, tmp_path, caplog):
         cluster.shutdown(timeout=120)
 
 
+def test_a_plain_parquet_scan_is_recognized_under_connect(connect, tmp_path):
+    from tfos._feed.driver import _direct_read
+
+    src = str(tmp_path / "src")
+    connect.range(0, 100, 1, 2).selectExpr("id", "array(cast(id as float)) as x").write.parquet(src)
+    direct = _direct_read(connect.read.parquet(src).select("x", "id"))  # read from its files: no cache written
+    assert direct is not None and direct.columns == ("x", "id") and len(direct.files) == 2
+    assert _direct_read(connect.read.parquet(src).where("id > 3")) is None  # a filter: written to the cache
+
+
 def test_a_bad_row_while_feeding_fails_with_the_root_cause(connect, tmp_path):
     rows = [([1.0] * (3 if i == 7 else 4), i % 2) for i in range(20)]
     df = connect.createDataFrame(rows, "x array<float>, label long").coalesce(1)

@@ -118,3 +118,56 @@ def test_a_cache_directory_that_cannot_be_written_fails_early_and_says_what_to_s
         assert time.monotonic() - start < 60
     finally:
         cluster.shutdown(timeout=60)
+
+
+def test_a_plain_parquet_scan_is_read_from_its_own_files_and_no_cache_is_written(spark_local_cluster, tmp_path):
+    spark = spark_local_cluster
+    src = str(tmp_path / "src")
+    typed_df(spark).write.option("parquet.block.size", str(32 << 10)).parquet(src)  # many small row groups
+    files_before = sorted(os.listdir(src))
+    columns = ["day", "v", "s", "b", "d", "f", "i", "id"]  # a projection, in another order than the files'
+    df = spark.read.parquet(src).select(*columns)
+    ids = sorted(r.id for r in df.select("id").collect())
+    cache = tmp_path / "cache"
+    epochs, nodes = 2, 2
+    quota = len(ids) // nodes
+    cluster = TFCluster.run(spark.sparkContext, nodefns.read_typed_rows, {"out": str(tmp_path)}, nodes,
+                            input_mode=SPARK, feed_cache_dir=str(cache), feed_seed=5, **SMALL_QUEUE)
+    cluster.train(df, epochs)
+    cluster.shutdown(timeout=120)
+    assert not cache.exists()  # nothing was written: the nodes read the DataFrame's files
+    assert sorted(os.listdir(src)) == files_before  # and the DataFrame's files are left as they were
+    for n in range(nodes):
+        result = json.load(open(tmp_path / f"typed{n}.json"))
+        assert list(result["dtypes"]) == columns  # only the DataFrame's columns, in its order
+        got = result["rows"]
+        assert len(got) == epochs * quota
+        for row in got[::53]:
+            check_row(row)
+        for e in range(epochs):
+            epoch_ids = [row["id"] for row in got[e * quota:(e + 1) * quota]]
+            assert len(set(epoch_ids)) == quota and set(epoch_ids) <= set(ids)
+
+
+def test_parquet_scans_that_are_not_plain_or_whose_types_spark_converts_go_through_the_cache(
+        spark_local_cluster, tmp_path, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spark = spark_local_cluster
+    src = tmp_path / "unsigned"
+    src.mkdir()
+    for k in range(3):  # written by pyarrow: Spark reads uint32 as bigint, so the files are not the DataFrame
+        pq.write_table(pa.table({"id": pa.array(range(k * 1000, (k + 1) * 1000), pa.int64()),
+                                 "u": pa.array(range(1000), pa.uint32())}), str(src / f"part-{k}.parquet"))
+    cache = tmp_path / "cache"
+    caplog.set_level("INFO", logger="tfos._feed.driver")
+    cluster = TFCluster.run(spark.sparkContext, nodefns.feed_count, {"out": str(tmp_path)}, 2, input_mode=SPARK,
+                            feed_cache_dir=str(cache), **SMALL_QUEUE)
+    cluster.train(spark.read.parquet(str(src)), 1)
+    cluster.shutdown(timeout=120)
+    assert "column 'u' is uint32 in the file, int64 in the DataFrame" in caplog.text
+    assert cache.exists() and os.listdir(cache) == []  # written, read, removed
+    counts = [json.load(open(tmp_path / f"count{n}.json")) for n in range(2)]
+    fed = [i for c in counts for i in c["ids"]]
+    assert all(c["rows"] == 1500 for c in counts) and sorted(fed) == list(range(3000))

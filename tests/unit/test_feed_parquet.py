@@ -124,3 +124,55 @@ def test_the_fast_permutation_equals_arrow_take_for_every_column_kind():
     }).slice(3, 30)  # a slice: offsets that do not start at 0
     order = np.random.default_rng(0).permutation(table.num_rows)
     assert parquet.permuted(table, order).equals(table.take(order))
+
+
+# Optimized plans as Spark 4.3 prints them (classic; Connect's "extended" explain has the same section).
+PLAIN_PLANS = [
+    "Relation [id#3L,f#4,v#5] parquet\n",
+    "Project [v#5, id#3L]\n+- Relation [id#3L,f#4,v#5] parquet\n",
+]
+NOT_PLAIN_PLANS = [
+    "Filter (isnotnull(id#3L) AND (id#3L > 3))\n+- Relation [id#3L,f#4,v#5] parquet\n",
+    "Project [(id#3L + 1) AS id#7L]\n+- Relation [id#3L,f#4,v#5] parquet\n",
+    "Project [id#3L AS x#8L]\n+- Relation [id#3L,f#4,v#5] parquet\n",
+    "GlobalLimit 5\n+- LocalLimit 5\n   +- Relation [id#3L,f#4,v#5] parquet\n",
+    "InMemoryRelation [id#3L, f#4, v#5], StorageLevel(disk, memory, deserialized, 1 replicas)\n"
+    "   +- *(1) ColumnarToRow\n      +- FileScan parquet [id#3L,f#4,v#5] Batched: true\n",
+    "Relation [id#0L,x#1] orc\n",
+    "Range (0, 100, step=1, splits=Some(2))\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("plan", PLAIN_PLANS)
+def test_a_parquet_relation_or_a_projection_of_its_columns_is_a_plain_scan(plan):
+    assert parquet.is_plain_scan(plan)
+
+
+@pytest.mark.parametrize("plan", NOT_PLAIN_PLANS)
+def test_filters_expressions_aliases_limits_caches_and_other_sources_are_not(plan):
+    assert not parquet.is_plain_scan(plan)
+
+
+def test_a_file_is_read_as_the_dataframe_only_when_its_columns_have_the_dataframes_types():
+    expected = pa.schema([("id", pa.int64()), ("v", pa.list_(pa.float32()))])
+    spark_written = pa.schema([pa.field("id", pa.int64(), nullable=False), ("f", pa.float32()),
+                               ("v", pa.list_(pa.field("element", pa.float32(), nullable=False)))])
+    assert parquet.schema_problem(spark_written, expected) is None
+    assert "no single column 'v'" in parquet.schema_problem(pa.schema([("id", pa.int64())]), expected)
+    unsigned = pa.schema([("id", pa.uint32()), ("v", pa.list_(pa.float32()))])
+    assert "'id' is uint32 in the file, int64" in parquet.schema_problem(unsigned, expected)
+    doubles = pa.schema([("id", pa.int64()), ("v", pa.list_(pa.float64()))])
+    assert "'v'" in parquet.schema_problem(doubles, expected)
+
+
+def test_a_share_read_with_columns_has_only_those_in_that_order(tmp_path):
+    path = str(tmp_path / "f.parquet")
+    pq.write_table(pa.table({"a": list(range(10)), "b": [float(x) for x in range(10)], "c": ["x"] * 10}), path)
+    batches = list(parquet.read_pieces([Piece(path, 0, 2, 7)], 100, None, columns=["c", "a"]))
+    assert batches[0].schema.names == ["c", "a"] and batches[0].column(1).to_pylist() == [2, 3, 4, 5, 6]
+
+
+def test_a_dataframe_file_this_node_cannot_read_says_it_is_read_directly(tmp_path):
+    with pytest.raises(FeedError, match=r"own Parquet file .*feed_path=spark"):
+        list(parquet.read_pieces([Piece(str(tmp_path / "gone.parquet"), 0, 0, 1)], 10, None, columns=["a"]))

@@ -51,6 +51,8 @@ class FeedTarget:
         shares: the Parquet fast path (``tfos._feed.parquet``): each node's pieces of the epoch, which the node
             reads itself; None on the Spark path.
         quota: rows each node gets, on the fast path (the Spark path's is ``plan.quota``).
+        columns: the columns the nodes read from the files, on the fast path reading a DataFrame's own Parquet
+            files; None for the cache (every column).
     """
 
     addresses: tuple[str, ...]
@@ -67,6 +69,7 @@ class FeedTarget:
     seed: int | None = None
     shares: tuple | None = None
     quota: int = 0
+    columns: tuple[str, ...] | None = None
 
     @property
     def hello(self) -> dict:
@@ -80,7 +83,8 @@ class FeedTarget:
         """The hello of ``node``'s connection: on the fast path it names the node's pieces."""
         hello = {**self.hello, "partition": partition, "node": node}
         if self.shares is not None:
-            hello.update(pieces=list(self.shares[node]), chunk_rows=self.chunk_rows)
+            hello.update(pieces=list(self.shares[node]), chunk_rows=self.chunk_rows,
+                         columns=list(self.columns) if self.columns is not None else None)
         return hello
 
     @property

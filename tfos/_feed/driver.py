@@ -110,27 +110,41 @@ class _SparkInput:
 
 
 class _ParquetInput:
-    """One DataFrame input on the fast path (``tfos._feed.parquet``): written once to a cache directory, its row
-    counts read from the Parquet footers, each epoch's shares read by the nodes themselves."""
+    """One DataFrame input on the fast path (``tfos._feed.parquet``): written once to a cache directory (or, for a
+    plain Parquet scan, read from its own files), its row counts read from the Parquet footers, each epoch's
+    shares read by the nodes themselves."""
 
     path = "parquet"
 
-    def __init__(self, cluster: FeedBackend, df, url: str, nodes: int, what: str, need: str) -> None:
+    def __init__(self, cluster: FeedBackend, df, url: str, nodes: int, what: str, need: str,
+                 direct: _Direct | None = None) -> None:
         self.df, self.url, self.nodes, self.session = df, url, nodes, df.sparkSession
-        self.written = True  # from now on release() removes the directory, whatever happens
+        self.columns: tuple[str, ...] | None = None
+        self.written = False
         try:
-            errors = cluster._run_feed_job(lambda: _write_or_error(df, url), f"tfos: write the feed cache {url}")
-            if errors:
-                raise CacheUnusable(errors[0])
-            files = self.session.read.parquet(url).inputFiles()
+            if direct is None:
+                self.written = True  # from now on release() removes the directory, whatever happens
+                errors = cluster._run_feed_job(lambda: _write_or_error(df, url), f"tfos: write the feed cache {url}")
+                if errors:
+                    raise CacheUnusable(errors[0])
+                files, expected = self.session.read.parquet(url).inputFiles(), None
+            else:
+                files, self.columns, expected = direct.files, direct.columns, direct.schema
             paths = self.session.createDataFrame([(f,) for f in sorted(files)], "path string")
             rows = cluster._run_feed_job(
                 lambda: paths.repartition(max(1, min(len(files), 8))).mapInArrow(
-                    parquet.footers, "path string, row_group int, rows long").collect(),
-                "tfos: read the feed cache's row counts")
+                    _spark.bind(parquet.footers, expected), parquet.FOOTER_SCHEMA).collect(),
+                "tfos: read the Parquet footers' row counts")
         except BaseException:
             self.release()
             raise
+        problems = sorted(r.problem for r in rows if r.problem)
+        if problems:
+            raise NotDirect(problems[0])
+        largest = max((r.bytes for r in rows), default=0)
+        if direct is not None and largest > parquet.DIRECT_MAX_ROW_GROUP_BYTES:
+            raise NotDirect(f"its largest row group holds {largest >> 20} MiB, more than a node reads at once "
+                            f"({parquet.DIRECT_MAX_ROW_GROUP_BYTES >> 20} MiB)")
         self.groups = [parquet.RowGroup(r.path, r.row_group, r.rows) for r in
                        sorted(rows, key=lambda r: (r.path, r.row_group)) if r.rows]
         total = sum(g.rows for g in self.groups)
@@ -141,7 +155,7 @@ class _ParquetInput:
 
     def target(self, base: FeedTarget, epoch: int) -> FeedTarget:
         _, pieces = parquet.shares(self.groups, self.nodes, epoch, base.seed)
-        return dataclasses.replace(base, epoch=epoch, quota=self.quota,
+        return dataclasses.replace(base, epoch=epoch, quota=self.quota, columns=self.columns,
                                    shares=tuple(tuple(x.to_json() for x in node) for node in pieces))
 
     def run(self, cluster: FeedBackend, target: FeedTarget, description: str) -> list[dict]:
@@ -167,6 +181,34 @@ class CacheUnusable(ConfigError):
     """The fast path's cache directory cannot be written."""
 
 
+class NotDirect(Exception):
+    """A plain Parquet scan whose files the nodes cannot read as the DataFrame (it is written to the cache)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Direct:
+    """A DataFrame the nodes read from its own Parquet files: the files, its columns, their Arrow schema."""
+
+    files: tuple[str, ...]
+    columns: tuple[str, ...]
+    schema: str
+
+
+def _direct_read(df) -> _Direct | None:
+    """How to read ``df`` from its own files, when it is a plain Parquet scan (``parquet.is_plain_scan``)."""
+    if not parquet.is_plain_scan(parquet.optimized_plan(df)):
+        return None
+    try:
+        columns = tuple(df.columns)
+        files = tuple(df.inputFiles())
+        if not files or len(set(columns)) != len(columns):
+            return None
+        return _Direct(files, columns, parquet.schema_bytes(df, columns))
+    except Exception as exc:  # noqa: BLE001 - a type Arrow cannot hold, a session that does not say: write it
+        logger.debug("not reading the DataFrame from its files: %s", exc)
+        return None
+
+
 def _write_or_error(df, url: str) -> list[str]:
     try:
         parquet.write(df, url)
@@ -184,6 +226,15 @@ def _open_input(cluster: FeedBackend, context: FeedContext, data, nodes: int, wh
             logger.info("feed_path=parquet applies to DataFrames; this %s goes through Spark tasks",
                         type(data).__name__)
         return _SparkInput(cluster, data, nodes, what, need)
+    direct = _direct_read(data)
+    if direct is not None:
+        try:
+            opened = _ParquetInput(cluster, data, "", nodes, what, need, direct=direct)
+            logger.info("the TF nodes read the DataFrame from its own %d Parquet file(s): it is a plain Parquet "
+                        "scan, so no cache is written", len(direct.files))
+            return opened
+        except NotDirect as exc:
+            logger.info("the DataFrame is a plain Parquet scan, but its files are written to the cache: %s", exc)
     root = parquet.cache_root(settings.feed_cache_dir, context.default_fs, _session_conf(data, "spark.master"),
                               _session_conf(data, "spark.driver.host"),
                               (a.rsplit(":", 1)[0].strip("[]") for a in context.addresses))

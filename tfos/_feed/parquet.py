@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import posixpath
 import random
+import re
 import socket
 import tempfile
 import uuid
@@ -157,21 +158,117 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
-def footers(batches: Iterable) -> Iterator:
-    """``mapInArrow`` body over a DataFrame of file paths: each file's row groups and their row counts."""
+FOOTER_SCHEMA = "path string, row_group int, rows long, bytes long, problem string"
+
+
+def footers(expected_schema: str | None, batches: Iterable) -> Iterator:
+    """``mapInArrow`` body (bound to ``expected_schema``) over a DataFrame of file paths: each file's row groups,
+    their row counts and sizes.
+
+    With an ``expected_schema`` (an Arrow schema, serialized by :func:`schema_bytes`), each file is also checked to
+    hold those columns with those types; a file that does not gets one row whose ``problem`` says why.
+    """
     import pyarrow as pa
 
-    paths, indexes, rows = [], [], []
+    expected = pa.ipc.read_schema(pa.py_buffer(expected_schema.encode("latin-1"))) if expected_schema else None
+    out: dict[str, list] = {"path": [], "row_group": [], "rows": [], "bytes": [], "problem": []}
+
+    def add(path, index, rows, size, problem=None):
+        for key, value in zip(out, (path, index, rows, size, problem)):
+            out[key].append(value)
+
     for batch in batches:
         for path in batch.column(0).to_pylist():
-            meta = _open(path).metadata
+            handle = _open(path)
+            problem = schema_problem(handle.schema_arrow, expected) if expected is not None else None
+            if problem:
+                add(path, -1, 0, 0, problem)
+                continue
+            meta = handle.metadata
             for i in range(meta.num_row_groups):
-                paths.append(path)
-                indexes.append(i)
-                rows.append(meta.row_group(i).num_rows)
-    yield pa.RecordBatch.from_pydict({"path": paths, "row_group": indexes, "rows": rows},
-                                     schema=pa.schema([("path", pa.string()), ("row_group", pa.int32()),
-                                                       ("rows", pa.int64())]))
+                group = meta.row_group(i)
+                add(path, i, group.num_rows, group.total_byte_size)
+    yield pa.RecordBatch.from_pydict(out, schema=pa.schema([
+        ("path", pa.string()), ("row_group", pa.int32()), ("rows", pa.int64()), ("bytes", pa.int64()),
+        ("problem", pa.string())]))
+
+
+# ------------------------------------------------------------------------------------------------- direct read
+
+# A DataFrame that is a plain Parquet scan is read from its own files when no row group is larger than this
+# (a node holds one row group in memory at a time; Spark writes 128 MiB ones by default, pyarrow up to 1M rows).
+DIRECT_MAX_ROW_GROUP_BYTES = 256 << 20
+
+_RELATION = re.compile(r"^Relation \[[^\]]*\] parquet$")
+_PROJECT = re.compile(r"^Project \[([^\]]*)\]$")
+_COLUMN_REF = re.compile(r"^[^\s()#,]+#\d+L?$")
+
+
+def is_plain_scan(optimized_plan: str) -> bool:
+    """Whether Spark's optimized logical plan (its text) only reads Parquet files, whole or some of their columns
+    unchanged: ``Relation [..] parquet``, possibly under one ``Project`` of plain column references. Anything
+    else (a filter, a limit, an expression, an alias, a join, a cached relation) is not, and is written to the
+    cache like any other DataFrame."""
+    lines = [line.rstrip() for line in optimized_plan.strip().splitlines()]
+    if len(lines) == 1:
+        return bool(_RELATION.match(lines[0]))
+    if len(lines) != 2 or not lines[1].startswith("+- "):
+        return False
+    project = _PROJECT.match(lines[0])
+    if not project or not _RELATION.match(lines[1][3:]):
+        return False
+    refs = [ref.strip() for ref in project.group(1).split(",")]
+    return bool(refs) and all(_COLUMN_REF.match(ref) for ref in refs)
+
+
+def optimized_plan(df) -> str:
+    """The text of ``df``'s optimized logical plan, on a classic or a Spark Connect session; ``""`` when the
+    session does not say."""
+    try:
+        if hasattr(df, "_jdf"):
+            return str(df._jdf.queryExecution().optimizedPlan().toString())
+        text = df._explain_string(mode="extended")
+    except Exception:  # noqa: BLE001 - no plan: not a plain scan
+        return ""
+    _, _, rest = text.partition("== Optimized Logical Plan ==")
+    return rest.split("== Physical Plan ==")[0]
+
+
+def schema_bytes(df, columns: Sequence[str]) -> str:
+    """The Arrow schema Spark gives ``columns`` of ``df`` (what the Spark path would send), serialized."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    full = to_arrow_schema(df.schema)
+    schema = pa.schema([full.field(name) for name in columns])
+    return schema.serialize().to_pybytes().decode("latin-1")
+
+
+def schema_problem(found, expected) -> str | None:
+    """Why a file with Arrow schema ``found`` cannot be read as ``expected``; None when it can."""
+    names = found.names
+    for field in expected:
+        if names.count(field.name) != 1:
+            return f"the file has no single column {field.name!r} (it has {', '.join(names[:20])})"
+        have = found.field(field.name).type
+        if not _same_type(have, field.type):
+            return f"column {field.name!r} is {have} in the file, {field.type} in the DataFrame"
+    return None
+
+
+def _same_type(a, b) -> bool:
+    """Arrow types equal up to nullability and the names of list items."""
+    import pyarrow as pa
+
+    lists = (pa.types.is_list, pa.types.is_large_list)
+    for is_kind in lists:
+        if is_kind(a) or is_kind(b):
+            return is_kind(a) and is_kind(b) and _same_type(a.value_type, b.value_type)
+    if pa.types.is_struct(a) or pa.types.is_struct(b):
+        return (pa.types.is_struct(a) and pa.types.is_struct(b) and a.num_fields == b.num_fields
+                and all(a.field(i).name == b.field(i).name and _same_type(a.field(i).type, b.field(i).type)
+                        for i in range(a.num_fields)))
+    return a.equals(b)
 
 
 def remove(batches: Iterable) -> Iterator:
@@ -199,10 +296,12 @@ def _open(url: str):
         return pq.ParquetFile(fsys.open(path, "rb"))
 
 
-def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *stream: object) -> Iterator:
+def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *stream: object,
+                columns: Sequence[str] | None = None) -> Iterator:
     """A node's share as record batches of at most ``chunk_rows`` rows, one row group read at a time.
 
-    With a ``seed``, the rows of each piece come in an order shuffled with ``epoch_rng(seed, *stream)``.
+    With a ``seed``, the rows of each piece come in an order shuffled with ``epoch_rng(seed, *stream)``. With
+    ``columns``, only those are read, in that order (a DataFrame read from its own files).
 
     Raises:
         FeedError: a cache file cannot be read from this node (with the setting that fixes it).
@@ -215,13 +314,19 @@ def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *str
             if piece.path != current:
                 handle, current = _open(piece.path), piece.path
             assert handle is not None
-            table = handle.read_row_group(piece.index).slice(piece.start, piece.rows)
+            table = handle.read_row_group(
+                piece.index, columns=list(columns) if columns is not None else None).slice(piece.start, piece.rows)
         except (OSError, ValueError) as exc:
+            where = f"{piece.path} (row group {piece.index}): {type(exc).__name__}: {exc}"
+            if columns is not None:
+                raise FeedError(
+                    f"this TF node cannot read the DataFrame's own Parquet file {where}. A DataFrame that is a "
+                    "plain Parquet scan is read from its files, which every node must then reach as Spark's "
+                    "executors do; set feed_path=spark (TFOS_FEED_PATH) to feed it through Spark tasks.") from None
             raise FeedError(
-                f"this TF node cannot read the feed cache file {piece.path} (row group {piece.index}): "
-                f"{type(exc).__name__}: {exc}. The cache directory must be readable from every node: set "
-                "feed_cache_dir (TFOS_FEED_CACHE_DIR) to shared storage (HDFS, S3), or feed_path=spark "
-                "(TFOS_FEED_PATH).") from None
+                f"this TF node cannot read the feed cache file {where}. The cache directory must be readable from "
+                "every node: set feed_cache_dir (TFOS_FEED_CACHE_DIR) to shared storage (HDFS, S3), or "
+                "feed_path=spark (TFOS_FEED_PATH).") from None
         yield from _shuffled_with(rng, table.combine_chunks(), True).to_batches(max_chunksize=chunk_rows)
 
 

@@ -239,7 +239,7 @@ class FeedServer:
     def _share_batches(hello: dict):
         pieces = [parquet.Piece.from_json(x) for x in hello["pieces"]]
         return parquet.read_pieces(pieces, int(hello.get("chunk_rows", 1024)), hello.get("seed"), hello["epoch"],
-                                   hello.get("node"))
+                                   hello.get("node"), columns=hello.get("columns"))
 
     def _put(self, chunk: Chunk, feed: str) -> bool:
         """Adds ``chunk``, waiting (first come, first served) for room if it is an even chunk; False if the

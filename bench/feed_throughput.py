@@ -10,7 +10,8 @@ All three move the same rows (784 float32 features + an int64 label) into a cons
 - tfos: a cached DataFrame on a ``local-cluster[2,1,2048]`` master fed with ``cluster.train`` to 2 TF nodes,
   each iterating ``feed.dataset(label="label").batch(B)``, on each of the feed's two paths
   (``feed_path=spark``: every epoch through Spark tasks; ``feed_path=parquet``: Spark writes the DataFrame once
-  as Parquet and the nodes read it, ``tfos._feed.parquet``). Reported two ways: the nodes' receive rate
+  as Parquet and the nodes read it, ``tfos._feed.parquet``), and once more with the same rows as a DataFrame
+  read from Parquet files (written before the runs), which the nodes read from its own files. Reported two ways: the nodes' receive rate
   (rows from each node's first batch to its last, summed over nodes) and the end-to-end rate of the whole
   ``train()`` call (including the Spark path's row count, or the fast path's Parquet write), started once
   both nodes have imported TensorFlow (on 2 cores, TF's import would otherwise compete with the feed). CPU

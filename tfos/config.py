@@ -23,11 +23,14 @@ feed_queue_chunks              TFOS_FEED_QUEUE_CHUNKS      16         messages o
                                                                       the feeding tasks wait (its memory bound)
 feed_stall_timeout             TFOS_FEED_STALL_TIMEOUT     60         seconds a feeding task waits on a node whose reader
                                                                       takes no rows before train() fails as stalled
-feed_path                      TFOS_FEED_PATH              auto       how train() feeds a DataFrame: parquet (Spark writes
-                                                                      it once as Parquet, the nodes read it; see
+feed_path                      TFOS_FEED_PATH              auto       how train() feeds a DataFrame: parquet (the nodes
+                                                                      read Parquet: a plain Parquet scan's own files,
+                                                                      else a cache Spark writes once; see
                                                                       tfos._feed.parquet), spark (every epoch through
-                                                                      Spark tasks), auto (parquet when there is a cache
-                                                                      directory every node can read); RDDs: always spark
+                                                                      Spark tasks), auto (own files for a plain scan;
+                                                                      the cache from 10 epochs or with feed_cache_dir,
+                                                                      when every node can read it; else spark); RDDs:
+                                                                      always spark
 feed_cache_dir                 TFOS_FEED_CACHE_DIR         (auto)     where the parquet path writes (a directory every
                                                                       node can read: HDFS, S3, or local disk on one
                                                                       host); unset: the temp directory on a one-host

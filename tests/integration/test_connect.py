@@ -132,7 +132,7 @@ def test_dataframe_feed_train_and_inference(connect, tmp_path, caplog):
     # start, are fed, are asked for progress and stop (it need not be reachable from the cluster).
     with _new_listeners() as opened:
         cluster = TFCluster.run(connect, nodefns.feed_fit, {"out": str(tmp_path), "epochs": 2}, 2,
-                                input_mode=SPARK, master_node="chief")
+                                input_mode=SPARK, master_node="chief", feed_path="parquet")
         assert [n["job_name"] for n in cluster.cluster_info] == ["chief", "worker"]
         assert all(n["feed_addr"] for n in cluster.cluster_info) and cluster.cluster_meta["server_addr"]
         with pytest.raises(ConfigError, match=r"under Spark Connect there is no SparkContext.*pass a DataFrame"):

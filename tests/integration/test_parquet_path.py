@@ -171,3 +171,15 @@ def test_parquet_scans_that_are_not_plain_or_whose_types_spark_converts_go_throu
     counts = [json.load(open(tmp_path / f"count{n}.json")) for n in range(2)]
     fed = [i for c in counts for i in c["ids"]]
     assert all(c["rows"] == 1500 for c in counts) and sorted(fed) == list(range(3000))
+
+
+def test_auto_feeds_a_short_call_of_a_computed_dataframe_through_spark_tasks(spark_local_cluster, tmp_path, caplog):
+    spark = spark_local_cluster
+    caplog.set_level("INFO", logger="tfos._feed.driver")
+    cluster = TFCluster.run(spark.sparkContext, nodefns.feed_count, {"out": str(tmp_path)}, 2, input_mode=SPARK,
+                            **SMALL_QUEUE)
+    cluster.train(spark.range(0, 2_000, 1, 4).selectExpr("id", "id * 2 as x"), 2)  # not a Parquet scan
+    cluster.shutdown(timeout=120)
+    assert "writing it to the cache pays off from 10 epochs" in caplog.text and "(spark path)" in caplog.text
+    counts = [json.load(open(tmp_path / f"count{n}.json")) for n in range(2)]
+    assert all(c["rows"] == 2_000 for c in counts)  # 1,000 rows per node per epoch, 2 epochs

@@ -64,7 +64,7 @@ def check_shares(out, train_rows, val_rows, epochs):
 def test_fit_with_validation_data_replays_each_nodes_equal_share_every_epoch(spark_local_cluster, tmp_path, kind):
     spark = spark_local_cluster
     sc = spark.sparkContext
-    path = {"feed_path": "spark"} if kind == "dataframe-spark-path" else {}  # DataFrames: Parquet by default
+    path = {"dataframe": {"feed_path": "parquet"}, "dataframe-spark-path": {"feed_path": "spark"}}.get(kind, {})
     if kind == "rdd":
         data, val, label = rows_rdd(sc, TRAIN_SIZES, 0), rows_rdd(sc, VAL_SIZES, VAL_BASE), 1
     else:

@@ -1,9 +1,9 @@
 """The driver side of InputMode.SPARK: plan, and run the feeding and scoring jobs.
 
-Each input of a ``train()`` call takes one of two paths (``feed_path``): a DataFrame is written once as Parquet
-and read by the nodes (``tfos._feed.parquet``: no counting pass, one task per epoch), or it goes through
-Spark tasks every epoch (``tfos._feed.client``: counted once, persisted, routed by ``tfos._feed.plan``); RDDs
-always take the second. A call with ``validation_data`` opens both inputs before feeding anything, feeds the
+Each input of a ``train()`` call takes one of two paths (``feed_path``): the nodes read it as Parquet
+(``tfos._feed.parquet``: a plain Parquet scan's own files, or a cache Spark writes once; no counting pass, one
+task per epoch), or it goes through Spark tasks every epoch (``tfos._feed.client``: counted once, persisted,
+routed by ``tfos._feed.plan``); RDDs always take the second. ``_open_input`` says which ``auto`` picks. A call with ``validation_data`` opens both inputs before feeding anything, feeds the
 validation rows once (one job, split ``"validation"``: the nodes write them to disk), then the epochs.
 
 ``TFCluster.train`` and ``TFCluster.inference`` (classic and Spark Connect) delegate here. What the feed needs
@@ -217,8 +217,16 @@ def _write_or_error(df, url: str) -> list[str]:
     return []
 
 
-def _open_input(cluster: FeedBackend, context: FeedContext, data, nodes: int, what: str, need: str):
-    """The input on the path ``feed_path`` and the data choose (see ``tfos._feed.parquet``)."""
+# feed_path=auto writes a DataFrame that is not a plain Parquet scan to the cache only for calls of this many
+# epochs or more. Measured (bench/results/feed_throughput.md): the one write makes a whole 3-epoch train() 0.7x
+# the Spark path; at 10 epochs the two take the same time and the cache path half the executors' CPU.
+AUTO_CACHE_MIN_EPOCHS = 10
+
+
+def _open_input(cluster: FeedBackend, context: FeedContext, data, nodes: int, what: str, need: str,
+                epochs: int = 1):
+    """The input on the path ``feed_path``, the data and the number of times it is fed choose (see
+    ``tfos._feed.parquet``)."""
     settings = context.settings
     choice = settings.feed_path
     if choice == "spark" or not is_dataframe(data):
@@ -227,6 +235,10 @@ def _open_input(cluster: FeedBackend, context: FeedContext, data, nodes: int, wh
                         type(data).__name__)
         return _SparkInput(cluster, data, nodes, what, need)
     direct = _direct_read(data)
+    if direct is None and choice == "auto" and epochs < AUTO_CACHE_MIN_EPOCHS and not settings.feed_cache_dir:
+        logger.info("feeding through Spark tasks: the DataFrame is not a plain Parquet scan, and writing it to the "
+                    "cache pays off from %d epochs (set feed_path=parquet to write it anyway)", AUTO_CACHE_MIN_EPOCHS)
+        return _SparkInput(cluster, data, nodes, what, need)
     if direct is not None:
         try:
             opened = _ParquetInput(cluster, data, "", nodes, what, need, direct=direct)
@@ -275,7 +287,7 @@ def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float, vali
     settings = context.settings
     inputs: list = []
     try:
-        inputs.append(_open_input(cluster, context, data, nodes, "rows", "one row per epoch"))
+        inputs.append(_open_input(cluster, context, data, nodes, "rows", "one row per epoch", epochs))
         train_in, validation = inputs[0], None
         if validation_data is not None:  # counted and checked before anything is fed
             inputs.append(_open_input(cluster, context, validation_data, nodes, "validation rows",

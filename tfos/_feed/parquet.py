@@ -1,4 +1,5 @@
-"""The feed's fast path for DataFrames: Spark writes the data once as Parquet, the TF nodes read it with pyarrow.
+"""The feed's fast path for DataFrames: the TF nodes read Parquet with pyarrow, either the DataFrame's own files
+(a plain Parquet scan: :func:`is_plain_scan`, checked by :func:`schema_problem`) or a cache Spark writes once.
 
 Why: on the Spark path (``tfos._feed.client``) every row crosses Spark's JVM row-to-Arrow conversion, which
 handles array columns one element at a time; for wide float rows that conversion, not the feed, is the limit
@@ -21,7 +22,8 @@ How it keeps the feed's guarantees:
 Where the cache lives (:func:`cache_root`): ``feed_cache_dir`` if set; else the local temp directory when the
 driver and every node share one host; else ``<fs.defaultFS>/tmp/tfos-feed-cache`` when the cluster's default
 file system is not the local disk. Without one of those, ``feed_path=auto`` uses the Spark path.
-The cache is removed when ``train()`` ends, whether it succeeded or failed.
+The cache is removed when ``train()`` ends, whether it succeeded or failed. A DataFrame read from its own
+files needs no cache, and its files are never touched.
 """
 
 from __future__ import annotations

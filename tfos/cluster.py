@@ -21,7 +21,7 @@ import secrets
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ._driver import spark as _spark
 from ._node import memory as _memory
@@ -29,23 +29,25 @@ from ._driver import attempt as _attempt
 from ._driver import launch
 from ._driver.backends import ClassicBackend
 from ._driver.attempt import Attempt
+from ._driver.feeding import FeedMethods, shutdown_limit
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
 from ._node.spark_task import local_address_towards
 from ._node.spec import LaunchSpec
 from ._driver.restart import decide
-from ._feed import driver as feed_driver
 from ._feed.client import end_feed
 from ._driver.progress import ProgressDisplay, display_mode
 from .config import Settings
 from .errors import (
     ClusterFailedError,
-    ConfigError,
     FeedError,
     NodeFailure,
     ReservationTimeoutError,
     ShutdownTimeoutError,
 )
+
+if TYPE_CHECKING:
+    from ._connect.cluster import ConnectCluster
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class InputMode:
     SPARK = 1  #: Spark feeds RDD/DataFrame partitions into the nodes (``TFCluster.train`` / ``inference``).
 
 
-class TFCluster:
+class TFCluster(FeedMethods):
     """A running TF cluster. Made by :func:`run`; TensorFlowOnSpark's attribute names are kept.
 
     Attributes:
@@ -193,15 +195,13 @@ class TFCluster:
             ClusterFailedError: a node failed; the message starts with the root cause and its traceback.
             ShutdownTimeoutError: training did not end within ``timeout``; every node was stopped.
         """
-        if ssc is not None:
-            raise ConfigError("shutdown(ssc=...) needs Spark Streaming DStreams, which Spark 4 removed.")
+        limit = shutdown_limit(ssc, timeout)
         if self._closed:
             if self._final is not None:
                 raise self._final
             if self._state.phase is Phase.FAILED:  # already torn down by a failed train()
                 raise ClusterFailedError(self._state.failures, "The TF cluster failed.")
             return
-        limit = None if timeout is None or timeout < 0 else float(timeout)
         try:
             if self.input_mode == InputMode.SPARK:
                 end_feed(self._feed_addresses(), self._config.spec.secret)
@@ -211,6 +211,7 @@ class TFCluster:
             if self._final is not None:
                 raise self._final
             if not finished:
+                assert limit is not None  # only a limit ends the wait unfinished
                 self._abort(f"shutdown timeout of {limit:.0f}s expired")
                 raise ShutdownTimeoutError.expired(
                     limit, f"all nodes were stopped. Still running: {self._running_roles()}.")
@@ -230,60 +231,6 @@ class TFCluster:
         finally:
             self._teardown()
         logger.info("TF cluster %s finished", self.cluster_id)
-
-    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input",
-              validation_data: Any = None) -> None:
-        """Feeds an RDD or DataFrame to the training nodes, ``num_epochs`` times (InputMode.SPARK only).
-
-        Equal-steps policy: the rows are counted per partition first; then every node gets ``rows // nodes``
-        rows per epoch (the last ``rows % nodes`` are not fed), so ``model.fit`` takes the same number of steps
-        on every worker, however uneven the partitions. Every partition feeds every chief/worker node: its
-        rows are dealt in rounds of ``feed_chunk_rows`` rows per node, over one connection per node, so the
-        feed cannot deadlock whatever the number of task slots, partitions and nodes (see docs/feed.md).
-        Each node queues at most ``feed_queue_chunks`` messages; a full queue makes the feeding tasks wait.
-        Data that is not cached is persisted (memory and disk) for the count and the epochs, then unpersisted.
-
-        With ``validation_data``, every node gets ``validation rows // nodes`` of them too, fed once, before the
-        first epoch, by the same routing; each node writes its share to its local disk (never to its queue) and
-        ``feed.dataset(split="validation")`` replays it at every epoch, so ``model.fit(train_ds,
-        validation_data=val_ds)`` works under MultiWorkerMirroredStrategy. Both inputs are counted before
-        anything is fed.
-
-        Args:
-            dataRDD: an RDD (rows travel pickled in chunks) or a DataFrame (rows travel as Arrow batches).
-            num_epochs: times to feed the data; 0 means 10, as in TensorFlowOnSpark.
-            feed_timeout: seconds a feeding task waits to connect to a node or for an answer that needs no rows
-                read. A node whose reader takes no rows at all is caught sooner, after ``feed_stall_timeout``.
-            qname: accepted for compatibility.
-            validation_data: an RDD or DataFrame of validation rows (the same fields as ``dataRDD``), or None.
-
-        Raises:
-            ConfigError: fewer rows than training nodes, in ``dataRDD`` or in ``validation_data``.
-            ClusterFailedError: a node failed while being fed (its root cause, not the feeding task's error).
-            FeedStallError: a node took no rows for ``feed_stall_timeout`` seconds (``TFOS_FEED_STALL_TIMEOUT``,
-                60 by default) while a feeding task waited on it; the message gives every node's counts, its
-                last output line and the likely causes. Every node is stopped.
-            FeedError: feeding failed for another reason.
-        """
-        self._require_spark_mode("train")
-        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout), validation_data)
-
-    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input", schema: Any = None):
-        """Scores an RDD or DataFrame on the training nodes (InputMode.SPARK only); lazy, like any Spark transform.
-
-        Each partition goes whole to one node (``partition % nodes``), whose main_fun reads it with
-        ``feed.next_batch`` and answers with ``feed.batch_results``: one result per row, in input order.
-
-        Args:
-            dataRDD: an RDD, or a DataFrame (which then needs ``schema``).
-            schema: the result DataFrame's schema (``StructType`` or DDL string); results are tuples, dicts
-                or, for one column, plain values.
-
-        Returns:
-            An RDD of results, or a DataFrame for a DataFrame input.
-        """
-        self._require_spark_mode("inference")
-        return feed_driver.inference(self, dataRDD, float(feed_timeout), schema)
 
     def progress(self) -> list[dict]:
         """The latest progress of every node, from its heartbeats: one dict per node, by ``worker_num``.
@@ -307,21 +254,6 @@ class TFCluster:
         return None
 
     # ----- internals -------------------------------------------------------------------------------------
-    def _require_spark_mode(self, what: str) -> None:
-        if self.input_mode != InputMode.SPARK:
-            raise ConfigError(f"TFCluster.{what}() needs a cluster started with input_mode=InputMode.SPARK")
-        if self._closed:
-            raise ConfigError(f"TFCluster.{what}() called after shutdown()")
-
-    def _feed_addresses(self) -> list[str]:
-        """Feed addresses of the nodes that take data (chief/master/worker), in node order."""
-        return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
-
-    # ----- tfos._feed.driver.FeedBackend -----------------------------------------------------------------
-    def _feed_context(self) -> feed_driver.FeedContext:
-        return feed_driver.FeedContext(tuple(self._feed_addresses()), self._config.spec.secret,
-                                       self._config.settings, self.defaultFS)
-
     def _node_progress(self) -> list[dict]:
         return self.progress()
 
@@ -539,7 +471,7 @@ def run(
     eval_node: bool = False,
     release_port: bool = True,
     **settings: Any,
-) -> TFCluster:
+) -> TFCluster | ConnectCluster:
     """Starts a TF cluster with one node per Spark executor and runs ``map_fun(tf_args, ctx)`` on each.
 
     Node roles follow TensorFlowOnSpark: nodes ``0..num_ps-1`` are ``ps``; the next is ``master_node`` (if

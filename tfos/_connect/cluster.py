@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from .._driver.backends import ConnectBackend
+from .._driver.feeding import FeedMethods, shutdown_limit
 from .._driver.launch import Launch, Request, prepare
 from .._node.memory import with_hint
 from .._node.spec import SPARK_MODE
@@ -35,7 +36,7 @@ from .stage import FINISH_SCHEMA, NODE_SCHEMA, FinishSpec, finish_batches, node_
 logger = logging.getLogger(__name__)
 
 
-class ConnectCluster:
+class ConnectCluster(FeedMethods):
     """A TF cluster started from a Spark Connect session; TFCluster's attribute names are kept.
 
     Attributes:
@@ -82,13 +83,11 @@ class ConnectCluster:
             ClusterFailedError: a node failed; the message starts with the root cause and its traceback.
             ShutdownTimeoutError: training did not end within ``timeout``; every node was stopped.
         """
-        if ssc is not None:
-            raise ConfigError("shutdown(ssc=...) needs Spark Streaming DStreams, which Spark 4 removed.")
+        limit = shutdown_limit(ssc, timeout)
         if self._closed:
             if self._failures:
                 raise ClusterFailedError(self._failures, "The TF cluster failed.")
             return
-        limit = None if timeout is None or timeout < 0 else float(timeout)
         try:
             if self.input_mode == SPARK_MODE:
                 self._shutdown_fed(float(grace_secs), limit)
@@ -100,41 +99,6 @@ class ConnectCluster:
         finally:
             self._closed = True
         logger.info("TF cluster %s finished", self.cluster_id)
-
-    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input",
-              validation_data: Any = None) -> None:
-        """Feeds a DataFrame to the training nodes ``num_epochs`` times; see ``TFCluster.train``.
-
-        ``validation_data`` (a DataFrame, or None) is fed once, before the first epoch, for
-        ``feed.dataset(split="validation")``, as in classic mode.
-
-        Raises:
-            ConfigError: not a DataFrame (Connect has no RDDs), too few rows for the nodes (training or
-                validation), or the cluster is not in InputMode.SPARK.
-            ClusterFailedError: a node failed while being fed.
-            FeedError: feeding failed for another reason.
-        """
-        from .._feed import driver as feed_driver
-
-        self._require_spark_mode("train")
-        connect.require_dataframe(dataRDD, "train")
-        if validation_data is not None:
-            connect.require_dataframe(validation_data, "train")
-        feed_driver.train(self, dataRDD, num_epochs, float(feed_timeout), validation_data)
-
-    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input", schema: Any = None):
-        """Scores a DataFrame on the nodes; returns a DataFrame of results (lazy); see ``TFCluster.inference``.
-
-        Raises:
-            ConfigError: not a DataFrame, no ``schema``, or the cluster is not in InputMode.SPARK.
-        """
-        from .._feed import driver as feed_driver
-
-        self._require_spark_mode("inference")
-        connect.require_dataframe(dataRDD, "inference")
-        if isinstance(schema, str):
-            schema = self.spark.createDataFrame([], schema).schema  # parsed by the server: no JVM here
-        return feed_driver.inference(self, dataRDD, float(feed_timeout), schema)
 
     def progress(self) -> list[dict]:
         """The latest progress of every node (see ``TFCluster.progress``), as node 0 knows it.
@@ -161,15 +125,14 @@ class ConnectCluster:
                 return f"http://{node['host']}:{node['tb_port']}"
         return None
 
-    # ----- tfos._feed.driver.FeedBackend -----------------------------------------------------------------
-    def _feed_addresses(self) -> list[str]:
-        return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
+    # ----- tfos._driver.feeding.FeedMethods, tfos._feed.driver.FeedBackend ---------------------------------
+    def _check_feed_data(self, data: Any, what: str) -> None:
+        connect.require_dataframe(data, what)
 
-    def _feed_context(self):
-        from .._feed.driver import FeedContext
-
-        return FeedContext(tuple(self._feed_addresses()), self._config.spec.secret, self._config.settings,
-                           self.defaultFS)
+    def _result_schema(self, schema: Any) -> Any:
+        if isinstance(schema, str):
+            return self.spark.createDataFrame([], schema).schema  # parsed by the server: no JVM here
+        return schema
 
     def _node_progress(self) -> list[dict]:
         try:
@@ -204,12 +167,6 @@ class ConnectCluster:
         raise FeedError(f"'{description}' failed: {job.error_text()}") from job.error
 
     # ----- internals -------------------------------------------------------------------------------------
-    def _require_spark_mode(self, what: str) -> None:
-        if self.input_mode != SPARK_MODE:
-            raise ConfigError(f"TFCluster.{what}() needs a cluster started with input_mode=InputMode.SPARK")
-        if self._closed:
-            raise ConfigError(f"TFCluster.{what}() called after shutdown()")
-
     def _stop_nodes(self, reason: str) -> None:
         """Best effort when the client stops early: interrupt the node stage, or ask node 0 to abort."""
         if not self._job.done():
@@ -280,6 +237,7 @@ class ConnectCluster:
         if not self._job.join(limit if limit is not None else 1e9):
             self._job.cancel()
             self._job.join(60)
+            assert limit is not None  # without one the join waits for the job
             raise ShutdownTimeoutError.expired(limit, "its Spark job was interrupted, which stops every node.")
         rows = self._rows("The TF cluster failed.")
         state = rows[0].get("state") or {}
@@ -300,6 +258,7 @@ class ConnectCluster:
         state = result["state"]
         self._progress = state.get("progress")
         if result["timed_out"]:
+            assert limit is not None  # node 0 times out only with a limit
             raise ShutdownTimeoutError.expired(limit, "all nodes were stopped.")
         if state["phase"] == "failed":
             raise self._cluster_failed(state, "The TF cluster failed.")
@@ -324,6 +283,7 @@ class ConnectCluster:
         if job.error is not None:
             raise FeedError(f"asking node 0 ({self.control_address}) for the cluster's state ({mode}) failed: "
                             f"{job.error_text()}") from job.error
+        assert job.results is not None  # a job that ended without an error has its rows
         return json.loads(job.results[0].summary)
 
 

@@ -68,13 +68,21 @@ def _load(cloudpickle, data: bytes, what: str):
     try:
         return cloudpickle.loads(data)
     except Exception as exc:
-        exc.add_note(
-            f"This happened while loading {what} in the TF process, before it ran: a module it needs failed to "
+        add_note(
+            exc, f"This happened while loading {what} in the TF process, before it ran: a module it needs failed to "
             f"import here. Functions defined in an importable module are pickled by reference, so that module "
             "must import cleanly on the executors (ship it with --py-files or sc.addPyFile, and keep its "
             "import-time code free of driver-only resources)."
         )
         raise
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (no ``add_note``; ``write_error`` reads ``__notes__`` itself)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 def write_error(path: str | None, exc: BaseException) -> None:
@@ -113,6 +121,8 @@ def _build_context(fields: dict, tmp_fd: int | None, feed_fd: int | None, secret
         # InputMode.SPARK: serve the feed from the start, before main_fun asks for it.
         from .._feed.server import FeedServer
 
+        if secret is None:
+            raise ValueError("the TF process was given a feed socket but no secret to check its feeders with")
         mgr = FeedServer(socket.socket(fileno=feed_fd), secret, feed_queue_chunks)
         mgr.start()
     return TFNodeContext(tmp_socket=tmp_socket, mgr=mgr, **fields)
@@ -185,7 +195,7 @@ def main() -> int:
         return code
     except BaseException as exc:  # noqa: BLE001 - everything the user code raises is reported
         if _missing_tf_keras(exc):
-            exc.add_note(LEGACY_KERAS_HINT)
+            add_note(exc, LEGACY_KERAS_HINT)
         write_error(error_file, exc)
         traceback.print_exc()
         return 1

@@ -41,13 +41,15 @@ def launch_detached(spec: LaunchSpec, place: NodePlace, timeout: float) -> dict:
 
     proc = subprocess.Popen([sys.executable, "-m", "tfos._node.detached"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, start_new_session=True)
-    proc.stdin.write(pickle.dumps((spec, place)))
-    proc.stdin.close()
-    if not select.select([proc.stdout], [], [], timeout)[0]:
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None  # both are pipes
+    stdin.write(pickle.dumps((spec, place)))
+    stdin.close()
+    if not select.select([stdout], [], [], timeout)[0]:
         proc.kill()
         raise TimeoutError(f"node {place.worker_num} did not start within {timeout:.0f}s")
-    line = proc.stdout.readline().decode()
-    proc.stdout.close()
+    line = stdout.readline().decode()
+    stdout.close()
     word, _, rest = line.partition(" ")
     if word not in ("READY", "DONE"):
         code = proc.wait(timeout=10)
@@ -122,10 +124,13 @@ def node_partition(spec: LaunchSpec, offset: int, iterator: Iterator) -> Iterato
         pass
     from pyspark import BarrierTaskContext, TaskContext
 
+    ctx: TaskContext | None
     try:
         ctx = BarrierTaskContext.get()
     except Exception:  # noqa: BLE001 - not a barrier stage
         ctx = TaskContext.get()
+    if ctx is None:
+        raise RuntimeError("a tfos node task runs only inside a Spark task (TaskContext.get() is None)")
     partition = ctx.partitionId()
     resources = ctx.resources() or {}
     assigned = list(resources["gpu"].addresses) if "gpu" in resources else None

@@ -3,8 +3,9 @@
 Each input of a ``train()`` call takes one of two paths (``feed_path``): the nodes read it as Parquet
 (``tfos._feed.parquet``: a plain Parquet scan's own files, or a cache Spark writes once; no counting pass, one
 task per epoch), or it goes through Spark tasks every epoch (``tfos._feed.client``: counted once, persisted,
-routed by ``tfos._feed.plan``); RDDs always take the second. ``_open_input`` says which ``auto`` picks. A call with ``validation_data`` opens both inputs before feeding anything, feeds the
-validation rows once (one job, split ``"validation"``: the nodes write them to disk), then the epochs.
+routed by ``tfos._feed.plan``); RDDs always take the second. ``_open_input`` says which ``auto`` picks. A call
+with ``validation_data`` opens both inputs before feeding anything, feeds the validation rows once (one job,
+split ``"validation"``: the nodes write them to disk), then the epochs.
 
 ``TFCluster.train`` and ``TFCluster.inference`` (classic and Spark Connect) delegate here. What the feed needs
 of a cluster is the small :class:`FeedBackend` protocol, nothing else.
@@ -191,7 +192,7 @@ class _Direct:
 
     files: tuple[str, ...]
     columns: tuple[str, ...]
-    schema: str
+    schema: bytes
 
 
 def _direct_read(df) -> _Direct | None:

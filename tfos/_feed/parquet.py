@@ -163,7 +163,7 @@ def _short(exc: BaseException) -> str:
 FOOTER_SCHEMA = "path string, row_group int, rows long, bytes long, problem string"
 
 
-def footers(expected_schema: str | None, batches: Iterable) -> Iterator:
+def footers(expected_schema: bytes | None, batches: Iterable) -> Iterator:
     """``mapInArrow`` body (bound to ``expected_schema``) over a DataFrame of file paths: each file's row groups,
     their row counts and sizes.
 
@@ -172,7 +172,7 @@ def footers(expected_schema: str | None, batches: Iterable) -> Iterator:
     """
     import pyarrow as pa
 
-    expected = pa.ipc.read_schema(pa.py_buffer(expected_schema.encode("latin-1"))) if expected_schema else None
+    expected = pa.ipc.read_schema(pa.py_buffer(expected_schema)) if expected_schema else None
     out: dict[str, list] = {"path": [], "row_group": [], "rows": [], "bytes": [], "problem": []}
 
     def add(path, index, rows, size, problem=None):
@@ -236,14 +236,14 @@ def optimized_plan(df) -> str:
     return rest.split("== Physical Plan ==")[0]
 
 
-def schema_bytes(df, columns: Sequence[str]) -> str:
+def schema_bytes(df, columns: Sequence[str]) -> bytes:
     """The Arrow schema Spark gives ``columns`` of ``df`` (what the Spark path would send), serialized."""
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
     full = to_arrow_schema(df.schema)
     schema = pa.schema([full.field(name) for name in columns])
-    return schema.serialize().to_pybytes().decode("latin-1")
+    return schema.serialize().to_pybytes()
 
 
 def schema_problem(found, expected) -> str | None:

@@ -102,7 +102,7 @@ def references(fn: Any, depth: int = 0, seen: set | None = None) -> dict[str, st
     for name in _imports(code):
         _note(found, _flavour_of_module(name), f"import {name}")
     scope = getattr(fn, "__globals__", {})
-    values = [scope[n] for n in _names(code) if n in scope]
+    values = [scope[n] for n in code_names(code) if n in scope]
     values += [cell.cell_contents for cell in (fn.__closure__ or ()) if _has_contents(cell)]
     for value in values:
         if isinstance(value, types.FunctionType):
@@ -144,7 +144,8 @@ def _codes(code: types.CodeType):
             yield from _codes(const)
 
 
-def _names(code: types.CodeType) -> set[str]:
+def code_names(code: types.CodeType) -> set[str]:
+    """The global and attribute names ``code`` and the code nested in it use (also ``tfos._node.preimport``'s)."""
     return {name for c in _codes(code) for name in c.co_names}
 
 

@@ -26,6 +26,8 @@ import importlib.util
 import types
 from typing import Any
 
+from .keras_choice import code_names
+
 TF_MODULES = ("tensorflow", "keras", "tf_keras")
 _MAX_DEPTH = 3
 
@@ -60,7 +62,7 @@ def mentions_tensorflow(fn: Any, depth: int = 0, seen: set | None = None) -> boo
     if code is None:
         call = getattr(type(fn), "__call__", None)
         return isinstance(call, types.FunctionType) and mentions_tensorflow(call, depth + 1, seen)
-    names = _code_names(code)
+    names = code_names(code)
     if any(_is_tf_name(n) for n in names):
         return True
     scope = getattr(fn, "__globals__", {})
@@ -90,14 +92,6 @@ def script_modules(source: str, module: str | None, legacy_keras: bool) -> tuple
 
 def _is_tf_name(name: str) -> bool:
     return name.split(".", 1)[0] in TF_MODULES
-
-
-def _code_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
 
 
 def _source_mentions(module_name: str, whole_name: bool = False) -> bool:

@@ -269,8 +269,12 @@ def fit_with_validation(args, ctx):
         return record
 
     batch = args["batch"] * ctx.num_workers
-    train = feed.dataset(label=args["label"]).batch(batch).map(recorder("train"))
-    val = feed.dataset(label=args["label"], split="validation").batch(batch).map(recorder("val"))
+    if args.get("batched"):  # batches made from whole chunks: feed.dataset(batch_size=...)
+        train = feed.dataset(label=args["label"], batch_size=batch).map(recorder("train"))
+        val = feed.dataset(label=args["label"], split="validation", batch_size=batch).map(recorder("val"))
+    else:
+        train = feed.dataset(label=args["label"]).batch(batch).map(recorder("train"))
+        val = feed.dataset(label=args["label"], split="validation").batch(batch).map(recorder("val"))
     epochs = []
 
     class Epochs(tf.keras.callbacks.Callback):

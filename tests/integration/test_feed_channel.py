@@ -215,12 +215,25 @@ def _parquet_file(path, n, row_group_rows=100):
     return str(path)
 
 
-def _share_target(addresses, groups, epoch=0, seed=None):
+def _share_target(addresses, groups, epoch=0, seed=None, count=1, stall_timeout=60):
     from tfos._feed import parquet
 
-    quota, pieces = parquet.shares(groups, len(addresses), epoch, seed)
-    return FeedTarget(tuple(addresses), SECRET, None, "fp", epoch, timeout=30, stall_timeout=60, chunk_rows=64,
-                      seed=seed, quota=quota, shares=tuple(tuple(x.to_json() for x in node) for node in pieces))
+    per_epoch = [parquet.shares(groups, len(addresses), e, seed) for e in range(epoch, epoch + count)]
+    shares = tuple(tuple(tuple(x.to_json() for x in pieces[node]) for _, pieces in per_epoch)
+                   for node in range(len(addresses)))
+    return FeedTarget(tuple(addresses), SECRET, None, "fp", epoch, epochs=epoch + count, count=count, timeout=30,
+                      stall_timeout=stall_timeout, chunk_rows=64, seed=seed, quota=per_epoch[0][0], shares=shares)
+
+
+def _read_epochs(feed, epochs):
+    """Each epoch's ids as the node's dataset reads them (a generator per epoch, like ``feed.dataset()``)."""
+    out = []
+    for _ in range(epochs):
+        ids = []
+        for chunk in feed._one_epoch():
+            ids += chunk.data.column("id").to_pylist()
+        out.append(ids)
+    return out
 
 
 def test_fast_path_nodes_read_their_shares_from_parquet_through_the_bounded_queue(tmp_path):
@@ -268,3 +281,80 @@ def test_fast_path_node_that_cannot_read_the_cache_fails_the_task_at_once_naming
     finally:
         for srv, _ in servers:
             srv.close()
+
+
+def test_one_fast_path_task_feeds_every_epoch_back_to_back(tmp_path):
+    """A job of 3 epochs: each node reads its share of each epoch in turn through its bounded queue; every epoch
+    gives each node its quota, the epochs' shares differ (row groups reshuffled), and all rows are fed each epoch."""
+    from tfos._feed.client import _feed_partition
+    from tfos._feed.parquet import RowGroup
+
+    path = _parquet_file(tmp_path / "a.parquet", 1000)
+    groups = [RowGroup(path, i, 100) for i in range(10)]
+    servers = [start_server(max_chunks=2) for _ in range(2)]
+    try:
+        done = {}
+        thread = threading.Thread(target=lambda: done.update(_feed_partition(
+            _share_target([a for _, a in servers], groups, seed=7, count=3), 0, lambda feeder: None)), daemon=True)
+        thread.start()
+        got = [_read_epochs(DataFeed(srv), 3) for srv, _ in servers]
+        thread.join(30)
+        assert done == {"status": "ok", "links": ["ok", "ok"]}
+        for epoch in range(3):
+            assert len(got[0][epoch]) == len(got[1][epoch]) == 500
+            assert sorted(got[0][epoch] + got[1][epoch]) == list(range(1000))
+        assert got[0][0] != got[0][1] and set(got[0][0]) != set(got[0][2])
+    finally:
+        for srv, _ in servers:
+            srv.close()
+
+
+def test_a_retried_fast_path_task_queues_no_row_twice(tmp_path):
+    """Spark may run the feeding task again (its executor was lost): the second connection for the same call
+    waits for the node's read and answers with its count; nothing is read twice."""
+    from tfos._feed.client import _Feeder
+    from tfos._feed.parquet import RowGroup
+
+    path = _parquet_file(tmp_path / "a.parquet", 600)
+    groups = [RowGroup(path, i, 100) for i in range(6)]
+    srv, address = start_server(max_chunks=2)
+    try:
+        target = _share_target([address], groups, count=2)
+        first = _Feeder(target, 0)  # the first attempt names the pieces, then dies before its END
+        time.sleep(0.5)
+        first.close()
+        outcome = {}
+        retry = threading.Thread(target=lambda: outcome.update(_Feeder(target, 0).finish()), daemon=True)
+        retry.start()
+        got = _read_epochs(DataFeed(srv), 2)
+        retry.join(30)
+        assert outcome == {"status": "ok", "links": ["ok"]}
+        assert [sorted(ids) for ids in got] == [list(range(600))] * 2
+        srv.done.set()
+        assert srv.train_empty()
+    finally:
+        srv.close()
+
+
+def test_a_stall_in_a_later_epoch_names_the_epoch(tmp_path):
+    """A multi-epoch fast-path task whose node stops reading in epoch 2: the report says epochs 1-2/2 and the
+    node's line says which epoch it was in."""
+    from tfos._feed.client import _feed_partition
+    from tfos._feed.parquet import RowGroup
+
+    path = _parquet_file(tmp_path / "a.parquet", 400)
+    groups = [RowGroup(path, i, 100) for i in range(4)]
+    srv, address = start_server(max_chunks=1)
+    try:
+        feed = DataFeed(srv)
+        outcome = {}
+        thread = threading.Thread(target=lambda: outcome.update(_feed_partition(
+            _share_target([address], groups, count=2, stall_timeout=1), 0, lambda feeder: None)), daemon=True)
+        thread.start()
+        assert len(_read_epochs(feed, 1)[0]) == 400  # epoch 1 read whole; epoch 2 is never read
+        thread.join(30)
+        assert outcome["status"] == "stalled"
+        assert "stalled in epochs 1-2/2" in outcome["report"]
+        assert "rows in epoch 2, its reader took" in outcome["report"]
+    finally:
+        srv.close()

@@ -69,7 +69,8 @@ def test_fit_with_validation_data_replays_each_nodes_equal_share_every_epoch(spa
         data, val, label = rows_rdd(sc, TRAIN_SIZES, 0), rows_rdd(sc, VAL_SIZES, VAL_BASE), 1
     else:
         data, val, label = range_df(spark, 900, 6, 0), range_df(spark, 1601, 5, VAL_BASE), "label"
-    args = {"out": str(tmp_path), "batch": 16, "epochs": 2, "label": label}
+    # The Parquet-path run reads both splits with feed.dataset(batch_size=...), the others with .batch().
+    args = {"out": str(tmp_path), "batch": 16, "epochs": 2, "label": label, "batched": kind == "dataframe"}
     cluster = TFCluster.run(sc, nodefns.fit_with_validation, args, 2, input_mode=SPARK, master_node="chief",
                             **SMALL_QUEUE, **path)
     try:

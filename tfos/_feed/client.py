@@ -39,7 +39,7 @@ class FeedTarget:
         secret: the cluster's secret.
         plan: the routing of the epoch (training); None for the other jobs.
         feed_id: this ``train()`` call's id (a stall stops every task of this call, and only those).
-        epoch: the epoch this job feeds (0-based).
+        epoch: the (first) epoch this job feeds (0-based).
         epochs: the number of epochs of the call (for messages).
         chunk_rows: rows per frame (``feed_chunk_rows``).
         timeout: seconds to connect to a node and to get an answer that needs no rows read (``feed_timeout``).
@@ -48,11 +48,13 @@ class FeedTarget:
         split: ``"train"``, or ``"validation"`` for the job that feeds ``train()``'s ``validation_data``.
         validation: whether this ``train()`` call has validation data (the nodes' readers learn it from this).
         seed: the call's shuffle seed (``feed_shuffle``); None keeps the rows in the order they come.
-        shares: the Parquet fast path (``tfos._feed.parquet``): each node's pieces of the epoch, which the node
-            reads itself; None on the Spark path.
+        shares: the Parquet fast path (``tfos._feed.parquet``): ``shares[node][i]`` is that node's pieces of
+            epoch ``epoch + i`` (``Piece.to_json``), which the node reads itself; None on the Spark path.
         quota: rows each node gets, on the fast path (the Spark path's is ``plan.quota``).
         columns: the columns the nodes read from the files, on the fast path reading a DataFrame's own Parquet
             files; None for the cache (every column).
+        count: how many epochs this job feeds from ``epoch`` on: 1 on the Spark path (a job per epoch); on the
+            fast path one job feeds them all (each node reads one epoch after the other, with no gap).
     """
 
     addresses: tuple[str, ...]
@@ -70,6 +72,7 @@ class FeedTarget:
     shares: tuple | None = None
     quota: int = 0
     columns: tuple[str, ...] | None = None
+    count: int = 1
 
     @property
     def hello(self) -> dict:
@@ -80,17 +83,25 @@ class FeedTarget:
                 "seed": self.seed}
 
     def node_hello(self, node: int, partition: int) -> dict:
-        """The hello of ``node``'s connection: on the fast path it names the node's pieces."""
+        """The hello of ``node``'s connection: on the fast path it names the node's pieces of each epoch
+        (``files``: the paths; ``epochs``: per epoch, ``[file index, row group, start, stop]`` per piece)."""
         hello = {**self.hello, "partition": partition, "node": node}
         if self.shares is not None:
-            hello.update(pieces=list(self.shares[node]), chunk_rows=self.chunk_rows,
+            files: dict[str, int] = {}
+            epochs = [[[files.setdefault(path, len(files)), group, start, stop] for path, group, start, stop in piece]
+                      for piece in self.shares[node]]
+            hello.update(files=list(files), epochs=epochs, chunk_rows=self.chunk_rows,
                          columns=list(self.columns) if self.columns is not None else None)
         return hello
 
     @property
     def what(self) -> str:
         """This job's part of the ``train()`` call, for messages."""
-        return "the validation feed" if self.split == "validation" else f"epoch {self.epoch + 1}/{self.epochs}"
+        if self.split == "validation":
+            return "the validation feed"
+        if self.count > 1:
+            return f"epochs {self.epoch + 1}-{self.epoch + self.count}/{self.epochs}"
+        return f"epoch {self.epoch + 1}/{self.epochs}"
 
 
 class _Stalled(Exception):
@@ -336,8 +347,9 @@ def _request(address: str, target: FeedTarget, hello: dict) -> dict | None:
 
 def node_status(address: str, target: FeedTarget) -> dict:
     """What a node's feed server says of this epoch (see ``FeedServer.status``); ``{}`` if it does not answer."""
+    # A job of several epochs asks for the one the node is reading now ("latest").
     return _request(address, target, {"kind": "status", "feed": target.feed_id, "epoch": target.epoch,
-                                      "split": target.split}) or {}
+                                      "latest": target.count > 1, "split": target.split}) or {}
 
 
 def stall_report(target: FeedTarget, node: int, secs: float, partition: int) -> str:
@@ -371,7 +383,8 @@ def describe_status(status: dict, quota: int) -> str:
     reader = "its reader is waiting for rows" if status["reading"] else (
         f"its reader took no row for {status['idle_secs']:.0f}s" if status["took_any"] else
         f"its reader has not asked for any row since the node started {status['up_secs']:.0f}s ago")
-    return (f"received {status['received']:,} of its {quota:,} rows this epoch, its reader took "
+    epoch = f"in epoch {status['epoch'] + 1}" if "epoch" in status else "this epoch"
+    return (f"received {status['received']:,} of its {quota:,} rows {epoch}, its reader took "
             f"{status['taken']:,}; {status['queued']} of {status['capacity']} chunks queued, "
             f"{status['waiting_tasks']} task(s) waiting to add more; {reader}; the TF process answers")
 
@@ -471,7 +484,7 @@ def train_arrow(target: FeedTarget, batches: Iterable) -> Iterator:
 
 
 def train_parquet(target: FeedTarget, batches: Iterable) -> Iterator:
-    """``mapInArrow`` body of the fast path's one feeding task per epoch: tells every node its pieces (each
+    """``mapInArrow`` body of the fast path's one feeding task (all epochs): tells every node its pieces (each
     node reads them itself) and waits until all are queued, with the same stall check as the Spark path."""
     import pyarrow as pa
 

@@ -2,7 +2,7 @@
 
 Each input of a ``train()`` call takes one of two paths (``feed_path``): the nodes read it as Parquet
 (``tfos._feed.parquet``: a plain Parquet scan's own files, or a cache Spark writes once; no counting pass, one
-task per epoch), or it goes through Spark tasks every epoch (``tfos._feed.client``: counted once, persisted,
+task for all epochs), or it goes through Spark tasks every epoch (``tfos._feed.client``: counted once, persisted,
 routed by ``tfos._feed.plan``); RDDs always take the second. ``_open_input`` says which ``auto`` picks. A call
 with ``validation_data`` opens both inputs before feeding anything, feeds the validation rows once (one job,
 split ``"validation"``: the nodes write them to disk), then the epochs.
@@ -93,7 +93,12 @@ class _SparkInput:
             raise
         self.quota, self.dropped, self.parts = self.plan.quota, self.plan.dropped, len(self.plan.routes)
 
-    def target(self, base: FeedTarget, epoch: int) -> FeedTarget:
+    def jobs(self, epochs: int) -> list[tuple[int, int]]:
+        """``(first epoch, epochs)`` of each feeding job: one job per epoch (Spark re-reads the data each time)."""
+        return [(epoch, 1) for epoch in range(epochs)]
+
+    def target(self, base: FeedTarget, epoch: int, count: int = 1) -> FeedTarget:
+        assert count == 1, "the Spark path feeds one epoch per job"
         return dataclasses.replace(base, plan=self.plan, epoch=epoch)
 
     def run(self, cluster: FeedBackend, target: FeedTarget, description: str) -> list[dict]:
@@ -154,10 +159,17 @@ class _ParquetInput:
             self.release()
             raise _no_share(total, what, nodes, need)
 
-    def target(self, base: FeedTarget, epoch: int) -> FeedTarget:
-        _, pieces = parquet.shares(self.groups, self.nodes, epoch, base.seed)
-        return dataclasses.replace(base, epoch=epoch, quota=self.quota, columns=self.columns,
-                                   shares=tuple(tuple(x.to_json() for x in node) for node in pieces))
+    def jobs(self, epochs: int) -> list[tuple[int, int]]:
+        """One feeding job for every epoch: each node reads its shares one epoch after the other, so no epoch
+        waits for the driver to schedule its job."""
+        return [(0, epochs)]
+
+    def target(self, base: FeedTarget, epoch: int, count: int = 1) -> FeedTarget:
+        per_epoch = [parquet.shares(self.groups, self.nodes, e, base.seed)[1] for e in range(epoch, epoch + count)]
+        shares = tuple(tuple(tuple(x.to_json() for x in pieces[node]) for pieces in per_epoch)
+                       for node in range(self.nodes))
+        return dataclasses.replace(base, epoch=epoch, count=count, quota=self.quota, columns=self.columns,
+                                   shares=shares)
 
     def run(self, cluster: FeedBackend, target: FeedTarget, description: str) -> list[dict]:
         fn = _spark.bind(feed.train_parquet, target)
@@ -305,10 +317,10 @@ def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float, vali
                           feed_timeout, settings.feed_stall_timeout, validation=validation is not None, seed=seed)
         if validation is not None:
             _feed_validation(cluster, validation, dataclasses.replace(base, epochs=1, split="validation", seed=None))
-        for epoch in range(epochs):
-            target = train_in.target(base, epoch)
-            if _feed_once(cluster, train_in, target, f"tfos: feed epoch {epoch + 1}/{epochs}"):
-                logger.info("the TF nodes terminated the feed during epoch %d", epoch + 1)
+        for first, count in train_in.jobs(epochs):
+            target = train_in.target(base, first, count)
+            if _feed_once(cluster, train_in, target, f"tfos: feed {target.what}"):
+                logger.info("the TF nodes terminated the feed during %s", target.what)
                 break
     finally:
         for opened in inputs:
@@ -335,7 +347,7 @@ def _feed_validation(cluster: FeedBackend, val, target: FeedTarget) -> None:
                 "epoch; each node keeps its share on its disk for every epoch's validation",
                 val.quota * len(target.addresses) + val.dropped, val.parts,
                 "row groups" if val.path == "parquet" else "partitions", val.quota, val.dropped)
-    if _feed_once(cluster, val, val.target(target, 0), "tfos: feed the validation data"):
+    if _feed_once(cluster, val, val.target(target, 0, 1), "tfos: feed the validation data"):
         logger.info("the TF nodes terminated the feed during the validation feed")
 
 

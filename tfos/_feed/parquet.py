@@ -16,8 +16,10 @@ How it keeps the feed's guarantees:
   bounded queue the Spark path fills (``tfos._feed.server``): ``feed.dataset()``, ``next_batch`` and
   ``terminate()`` see no difference. A full queue blocks the reading thread; there is no task slot to hold, so no
   node ever waits for another node's feeding task.
-- **One feeding task per epoch**, holding one connection per node (threads), tells each node its pieces and waits
-  until every node has queued them, with the same stall check as the Spark path (``feed_stall_timeout``).
+- **One feeding task for all epochs**, holding one connection per node (threads), tells each node its pieces of
+  every epoch and waits until every node has queued them, with the same stall check as the Spark path
+  (``feed_stall_timeout``). A node reads one epoch after the other, so no epoch waits for a Spark job to be
+  scheduled; a retried task finds the node's read under way and does not start it again.
 
 Where the cache lives (:func:`cache_root`): ``feed_cache_dir`` if set; else the local temp directory when the
 driver and every node share one host; else ``<fs.defaultFS>/tmp/tfos-feed-cache`` when the cluster's default

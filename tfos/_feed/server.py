@@ -77,6 +77,8 @@ class FeedServer:
         self._spool_parent = spool_parent
         self._spool_dir: str | None = None
         self._spool_serial = 0
+        self._share_reads: dict[tuple[str, int], _ShareRead] = {}  # fast-path reads, by call and first epoch
+        self._latest: dict[str, int] = {}  # per call, the epoch whose rows the node queues now
         self._started = self._last_take = time.monotonic()
         self._took_any = False
         self.infer_q: queue.Queue = queue.Queue(max_chunks)
@@ -133,7 +135,11 @@ class FeedServer:
                 with self._infer_lock:
                     self._serve_infer(conn)
             elif mode == "status":
-                p.send_json(conn, p.ACK, self.status(_key(hello), str(hello.get("split", "train"))))
+                key = _key(hello)
+                if hello.get("latest"):
+                    with self._cond:
+                        key = (key[0], self._latest.get(key[0], key[1]))
+                p.send_json(conn, p.ACK, self.status(key, str(hello.get("split", "train"))))
             elif mode == "stall":
                 self.mark_stalled(str(hello.get("feed", "")), str(hello.get("reason", "")))
                 p.send_json(conn, p.ACK, {})
@@ -174,7 +180,7 @@ class FeedServer:
             self._intake.open(key, int(hello.get("even", hello.get("quota", 0))))
             self._train_conns += 1
         try:
-            if "pieces" in hello:
+            if "epochs" in hello:
                 self._read_share(conn, hello, feed, key)
             else:
                 self._take_rows(conn, hello, feed, key)
@@ -212,34 +218,64 @@ class FeedServer:
             p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": accepted})
 
     def _read_share(self, conn: socket.socket, hello: dict, feed: str, key) -> None:
-        """The Parquet fast path (``tfos._feed.parquet``): this thread reads the node's share of the epoch from
-        the cache files into the queue, waiting for room like a feeding connection; then the task's END is
-        answered with the rows queued (or the stop / stall verdict, or the read error)."""
+        """The Parquet fast path (``tfos._feed.parquet``): the node reads its share of each epoch the hello names
+        from the files into the queue, one epoch after the other, waiting for room like a feeding connection;
+        then the task's END is answered with the rows queued (or the stop / stall verdict, or the read error).
+
+        The read belongs to the node, not to the connection: a second connection for the same call and epochs
+        (Spark retrying the feeding task) waits for the first read and answers with its outcome, so no row is
+        queued twice."""
         verdict = self._verdict(feed)
         p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
-        accepted, error = 0, None
-        if verdict is None:
+        with self._cond:
+            read = self._share_reads.get(key)
+            mine = read is None
+            if mine:
+                read = self._share_reads[key] = _ShareRead()
+        assert read is not None
+        if mine:
             try:
-                for batch in self._share_batches(hello):
-                    if not self._put(Chunk(batch, batch.num_rows, hello["epoch"], hello["quota"], True, key=key),
-                                     feed):
-                        break
-                    accepted += batch.num_rows
-            except FeedError as exc:
-                error = str(exc)
+                if verdict is None:
+                    read.accepted, read.error = self._fill_share(hello, feed)
+            finally:
+                read.done.set()
         if p.recv_frame(conn)[0] != p.END:
             raise FeedError("a fast-path feeding task sent rows; it only names the files")
+        while not read.done.wait(POLL):
+            if self._verdict(feed):
+                break
         verdict = self._verdict(feed)
-        if error is not None:
-            p.send_frame(conn, p.ERROR, error.encode())
+        if read.error is not None:
+            p.send_frame(conn, p.ERROR, read.error.encode())
         else:
-            p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": accepted})
+            p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": read.accepted})
+
+    def _fill_share(self, hello: dict, feed: str) -> tuple[int, str | None]:
+        """Queues the node's pieces of every epoch of a fast-path hello; returns (rows queued, read error)."""
+        accepted = 0
+        try:
+            for epoch, batches in self._share_epochs(hello):
+                key = (feed, epoch)
+                with self._cond:
+                    self._intake.open(key, int(hello.get("quota", 0)))
+                    self._latest[feed] = epoch
+                for batch in batches:
+                    if not self._put(Chunk(batch, batch.num_rows, epoch, hello["quota"], True, key=key), feed):
+                        return accepted, None
+                    accepted += batch.num_rows
+        except FeedError as exc:
+            return accepted, str(exc)
+        return accepted, None
 
     @staticmethod
-    def _share_batches(hello: dict):
-        pieces = [parquet.Piece.from_json(x) for x in hello["pieces"]]
-        return parquet.read_pieces(pieces, int(hello.get("chunk_rows", 1024)), hello.get("seed"), hello["epoch"],
-                                   hello.get("node"), columns=hello.get("columns"))
+    def _share_epochs(hello: dict):
+        """``(epoch, record batches)`` for each epoch of a fast-path hello (see ``FeedTarget.node_hello``)."""
+        files = hello["files"]
+        for offset, pieces in enumerate(hello["epochs"]):
+            epoch = int(hello["epoch"]) + offset
+            share = [parquet.Piece(files[f], group, start, stop) for f, group, start, stop in pieces]
+            yield epoch, parquet.read_pieces(share, int(hello.get("chunk_rows", 1024)), hello.get("seed"), epoch,
+                                             hello.get("node"), columns=hello.get("columns"))
 
     def _put(self, chunk: Chunk, feed: str) -> bool:
         """Adds ``chunk``, waiting (first come, first served) for room if it is an even chunk; False if the
@@ -270,10 +306,11 @@ class FeedServer:
         verdict = self._verdict(feed)
         p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
         try:
-            if "pieces" in hello and verdict is None:  # the fast path: this node reads its share from the cache
+            if "epochs" in hello and verdict is None:  # the fast path: this node reads its share from the cache
                 try:
-                    for batch in self._share_batches(hello):
-                        spool.append(token, p.ARROW, p.arrow_payload(batch), batch.num_rows)
+                    for _, batches in self._share_epochs(hello):
+                        for batch in batches:
+                            spool.append(token, p.ARROW, p.arrow_payload(batch), batch.num_rows)
                 except FeedError as exc:
                     spool.discard(token)
                     p.recv_frame(conn)
@@ -381,7 +418,7 @@ class FeedServer:
                         "idle_secs": round(time.monotonic() - spool.last_write, 1),
                         "up_secs": round(time.monotonic() - self._started, 1)}
             return {
-                "received": self._intake.received[key], "taken": self._intake.taken[key],
+                "epoch": key[1], "received": self._intake.received[key], "taken": self._intake.taken[key],
                 "queued": self._intake.queued(), "capacity": self._intake.capacity,
                 "waiting_tasks": len(self._putters), "connections": self._train_conns,
                 "reading": self._readers > 0, "took_any": self._took_any,
@@ -462,6 +499,15 @@ class FeedServer:
             self._spools.clear()
             if self._spool_dir is not None:
                 shutil.rmtree(self._spool_dir, ignore_errors=True)
+
+
+class _ShareRead:
+    """One node's read of its fast-path share for one ``train()`` call: its outcome, once ``done``."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.accepted = 0
+        self.error: str | None = None
 
 
 def _work_dir() -> str | None:

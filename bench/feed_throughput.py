@@ -95,7 +95,10 @@ def consume(args, ctx):
 
     open(f"{args['out']}/ready{ctx.worker_num}", "w").close()
     feed = ctx.get_data_feed(train_mode=True)
-    ds = feed.dataset(label="label").batch(args["batch"])
+    if args.get("batched", True):  # batches made from whole fed chunks (feed.dataset(batch_size=...))
+        ds = feed.dataset(label="label", batch_size=args["batch"])
+    else:  # single rows, batched by tf.data (TensorFlowOnSpark-style code)
+        ds = feed.dataset(label="label").batch(args["batch"])
     import os as _os
 
     first = last = None
@@ -110,7 +113,8 @@ def consume(args, ctx):
     cpu_end = _os.times()
     cpu = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
     with open(f"{args['out']}/node{ctx.worker_num}.json", "w") as f:
-        _json.dump({"rows": rows, "seconds": (last - first) if first else 0.0, "cpu": cpu}, f)
+        _json.dump({"rows": rows, "seconds": (last - first) if first else 0.0, "cpu": cpu, "first": first,
+                    "last": last}, f)
 
 
 def _drop(batches):
@@ -182,7 +186,8 @@ def cpu_between(before: dict, after: dict) -> dict[str, float]:
     return totals
 
 
-def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "") -> tuple[float, float, dict]:
+def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "", batched: bool = True
+              ) -> tuple[float, float, dict]:
     import cloudpickle
 
     from tfos import TFCluster
@@ -191,7 +196,8 @@ def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "") -> tuple[f
     if feed_path:  # through the environment: older checkouts (bench/feed_routing.py) ignore it
         os.environ["TFOS_FEED_PATH"] = feed_path
     out = tempfile.mkdtemp(prefix="tfos-bench-")
-    cluster = TFCluster.run(spark.sparkContext, consume, {"out": out, "batch": BATCH, "epochs": epochs}, 2,
+    cluster = TFCluster.run(spark.sparkContext, consume,
+                            {"out": out, "batch": BATCH, "epochs": epochs, "batched": batched}, 2,
                             input_mode=TFCluster.InputMode.SPARK)
     deadline = time.monotonic() + 120
     while not all(os.path.exists(f"{out}/ready{i}") for i in range(2)) and time.monotonic() < deadline:

@@ -39,6 +39,13 @@ feed_shuffle                   TFOS_FEED_SHUFFLE           1          shuffle th
                                                                       of the parquet path's row groups, and the rows
                                                                       within each row group or Spark-path message
 feed_seed                      TFOS_FEED_SEED              -1         seed of that shuffle (-1: a new one per train())
+feed_local_cache               TFOS_FEED_LOCAL_CACHE       1          parquet path, several epochs: each node keeps the
+                                                                      same share for the whole train() call (its row
+                                                                      groups and rows still reshuffled every epoch)
+                                                                      and a decoded copy of it on its local disk, so
+                                                                      it decodes Parquet once, not every epoch; 0: the
+                                                                      row groups are dealt to the nodes anew every
+                                                                      epoch and decoded every time
 forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr: 1
                                                                       (without TensorFlow's C++ start-up chatter, see
                                                                       tfos._node.chatter), all (every line), 0 (none)
@@ -114,6 +121,7 @@ class Settings:
     feed_cache_dir: str = ""
     feed_shuffle: bool = True
     feed_seed: int = -1
+    feed_local_cache: bool = True
     forward_logs: str = "1"
     gpus_per_node: int = 1
     gpu_lock_dir: str = ""

@@ -1,5 +1,6 @@
 """The feed channel over real loopback TCP: the secret, back-pressure, terminate, spill order, stalls (no Spark)."""
 
+import os
 import pickle
 import socket
 import threading
@@ -215,14 +216,14 @@ def _parquet_file(path, n, row_group_rows=100):
     return str(path)
 
 
-def _share_target(addresses, groups, epoch=0, seed=None, count=1, stall_timeout=60):
+def _share_target(addresses, groups, epoch=0, seed=None, count=1, stall_timeout=60, keep=False):
     from tfos._feed import parquet
 
-    per_epoch = [parquet.shares(groups, len(addresses), e, seed) for e in range(epoch, epoch + count)]
-    shares = tuple(tuple(tuple(x.to_json() for x in pieces[node]) for _, pieces in per_epoch)
-                   for node in range(len(addresses)))
+    dealt = parquet.epoch_shares(groups, len(addresses), epoch, count, seed, keep)
+    shares = tuple(tuple(tuple(x.to_json() for x in pieces) for pieces in node) for node in dealt)
     return FeedTarget(tuple(addresses), SECRET, None, "fp", epoch, epochs=epoch + count, count=count, timeout=30,
-                      stall_timeout=stall_timeout, chunk_rows=64, seed=seed, quota=per_epoch[0][0], shares=shares)
+                      stall_timeout=stall_timeout, chunk_rows=64, seed=seed, keep=keep,
+                      quota=sum(g.rows for g in groups) // len(addresses), shares=shares)
 
 
 def _read_epochs(feed, epochs):
@@ -283,19 +284,27 @@ def test_fast_path_node_that_cannot_read_the_cache_fails_the_task_at_once_naming
             srv.close()
 
 
-def test_one_fast_path_task_feeds_every_epoch_back_to_back(tmp_path):
+@pytest.mark.parametrize("keep", [False, True])
+def test_one_fast_path_task_feeds_every_epoch_back_to_back(tmp_path, keep, caplog):
     """A job of 3 epochs: each node reads its share of each epoch in turn through its bounded queue; every epoch
-    gives each node its quota, the epochs' shares differ (row groups reshuffled), and all rows are fed each epoch."""
+    gives each node its quota and all rows are fed each epoch. With the local copy (``keep``) each node has the
+    same rows every epoch, decoded once, in a new order; without it the row groups are dealt anew."""
+    import logging
+    import tempfile
+
     from tfos._feed.client import _feed_partition
     from tfos._feed.parquet import RowGroup
 
+    caplog.set_level(logging.INFO, logger="tfos._feed.server")
     path = _parquet_file(tmp_path / "a.parquet", 1000)
     groups = [RowGroup(path, i, 100) for i in range(10)]
     servers = [start_server(max_chunks=2) for _ in range(2)]
+    before = {d for d in os.listdir(tempfile.gettempdir()) if d.startswith("tfos-feed-local-")}
     try:
         done = {}
-        thread = threading.Thread(target=lambda: done.update(_feed_partition(
-            _share_target([a for _, a in servers], groups, seed=7, count=3), 0, lambda feeder: None)), daemon=True)
+        target = _share_target([a for _, a in servers], groups, seed=7, count=3, keep=keep)
+        thread = threading.Thread(target=lambda: done.update(_feed_partition(target, 0, lambda feeder: None)),
+                                  daemon=True)
         thread.start()
         got = [_read_epochs(DataFeed(srv), 3) for srv, _ in servers]
         thread.join(30)
@@ -303,7 +312,16 @@ def test_one_fast_path_task_feeds_every_epoch_back_to_back(tmp_path):
         for epoch in range(3):
             assert len(got[0][epoch]) == len(got[1][epoch]) == 500
             assert sorted(got[0][epoch] + got[1][epoch]) == list(range(1000))
-        assert got[0][0] != got[0][1] and set(got[0][0]) != set(got[0][2])
+        assert got[0][0] != got[0][1]
+        if keep:
+            assert all(sorted(e) == sorted(node[0]) for node in got for e in node)
+            kept = [r.getMessage() for r in caplog.records if "local copy" in r.getMessage()]
+            assert sorted(kept) == ["the node decoded 5 piece(s) of its Parquet share once and read them back 10 "
+                                    "time(s) from its local copy"] * 2
+        else:
+            assert set(got[0][0]) != set(got[0][2])
+        after = {d for d in os.listdir(tempfile.gettempdir()) if d.startswith("tfos-feed-local-")}
+        assert after <= before  # the copies are gone once the read ended
     finally:
         for srv, _ in servers:
             srv.close()

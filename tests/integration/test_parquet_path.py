@@ -73,6 +73,8 @@ def test_typed_rows_arrive_whole_in_equal_shuffled_shares_every_epoch(spark_loca
     orders = [per_epoch[0][e] for e in range(epochs)]
     assert orders[0] != orders[1] != orders[2]  # shuffled per epoch (feed_seed)
     assert orders[0] != sorted(orders[0])
+    # feed_local_cache (default): each node keeps its rows for the whole call, decoded once
+    assert all(sorted(node[e]) == sorted(node[0]) for node in per_epoch for e in range(epochs))
 
 
 @pytest.mark.parametrize("feed_path", ["parquet", "spark"])

@@ -176,3 +176,38 @@ def test_a_share_read_with_columns_has_only_those_in_that_order(tmp_path):
 def test_a_dataframe_file_this_node_cannot_read_says_it_is_read_directly(tmp_path):
     with pytest.raises(FeedError, match=r"own Parquet file .*feed_path=spark"):
         list(parquet.read_pieces([Piece(str(tmp_path / "gone.parquet"), 0, 0, 1)], 10, None, columns=["a"]))
+
+
+class _JobCluster:
+    """A FeedBackend whose feed jobs are recorded and answered with one footer row (no Spark)."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def _run_feed_job(self, action, description):
+        self.jobs.append(description)
+
+        class Row(dict):
+            def asDict(self):
+                return dict(self)
+
+        return [Row(path="job", row_group=0, rows=1, bytes=1, problem=None)]
+
+
+class _Session:
+    def createDataFrame(self, data, schema):
+        return None
+
+
+def test_the_driver_reads_local_footers_itself_and_a_job_reads_the_rest(tmp_path):
+    from tfos._feed.driver import _footer_rows
+
+    path = str(tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": list(range(250))}), path, row_group_size=100)
+    cluster = _JobCluster()
+    rows = _footer_rows(cluster, _Session(), ["file://" + path], None, local=True)
+    assert [(r["row_group"], r["rows"]) for r in rows] == [(0, 100), (1, 100), (2, 50)] and cluster.jobs == []
+    # a Connect client (not Spark's driver), remote files, or a file the driver cannot read: a Spark job
+    for files, local in ([path], False), (["s3://b/k.parquet"], True), ([str(tmp_path / "gone.parquet")], True):
+        assert [r["path"] for r in _footer_rows(cluster, _Session(), files, None, local)] == ["job"]
+    assert len(cluster.jobs) == 3

@@ -126,6 +126,8 @@ class ConnectCluster(FeedMethods):
         return None
 
     # ----- tfos._driver.feeding.FeedMethods, tfos._feed.driver.FeedBackend ---------------------------------
+    _files_on_driver = False  # the client may be on another host than the Spark driver that lists the files
+
     def _check_feed_data(self, data: Any, what: str) -> None:
         connect.require_dataframe(data, what)
 

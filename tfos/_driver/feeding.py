@@ -112,9 +112,13 @@ class FeedMethods:
         """Feed addresses of the nodes that take data (chief/master/worker), in node order."""
         return [n["feed_addr"] for n in self.cluster_info if n["feed_addr"]]
 
+    # Whether this process is Spark's driver (a classic session), which sees the local files Spark lists and
+    # writes; a Spark Connect client may run on another host.
+    _files_on_driver = True
+
     def _feed_context(self) -> feed_driver.FeedContext:
         return feed_driver.FeedContext(tuple(self._feed_addresses()), self._config.spec.secret,
-                                       self._config.settings, self.defaultFS)
+                                       self._config.settings, self.defaultFS, self._files_on_driver)
 
 
 def shutdown_limit(ssc: Any, timeout: float | None) -> float | None:

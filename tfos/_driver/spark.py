@@ -167,6 +167,7 @@ class BackgroundJob:
         self.results: list | None = None
         self.error: BaseException | None = None
         self._on_done = on_done
+        self._ended = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"tfos-job-{tag}", daemon=True)
 
     def start(self) -> None:
@@ -184,10 +185,13 @@ class BackgroundJob:
                 self.sc.removeJobTag(self.tag)
             except Exception:  # noqa: BLE001 - the context may be stopping
                 pass
+            # Set before on_done, which wakes the waiters: they must see the job done. (Asking whether the thread
+            # is alive, as done() once did, answered False there, and a waiter slept another polling interval.)
+            self._ended.set()
             self._on_done()
 
     def done(self) -> bool:
-        return not self.thread.is_alive()
+        return self._ended.is_set()
 
     def cancel(self) -> None:
         try:

@@ -55,6 +55,8 @@ class FeedTarget:
             files; None for the cache (every column).
         count: how many epochs this job feeds from ``epoch`` on: 1 on the Spark path (a job per epoch); on the
             fast path one job feeds them all (each node reads one epoch after the other, with no gap).
+        keep: on the fast path, each node keeps its share decoded on its local disk for the later epochs of the
+            call (``feed_local_cache``, ``tfos._feed.local``).
     """
 
     addresses: tuple[str, ...]
@@ -73,6 +75,7 @@ class FeedTarget:
     quota: int = 0
     columns: tuple[str, ...] | None = None
     count: int = 1
+    keep: bool = False
 
     @property
     def hello(self) -> dict:
@@ -90,7 +93,7 @@ class FeedTarget:
             files: dict[str, int] = {}
             epochs = [[[files.setdefault(path, len(files)), group, start, stop] for path, group, start, stop in piece]
                       for piece in self.shares[node]]
-            hello.update(files=list(files), epochs=epochs, chunk_rows=self.chunk_rows,
+            hello.update(files=list(files), epochs=epochs, chunk_rows=self.chunk_rows, keep=self.keep,
                          columns=list(self.columns) if self.columns is not None else None)
         return hello
 

@@ -20,6 +20,7 @@ import secrets
 from typing import Any, Callable, Protocol
 
 from .._driver import spark as _spark
+from .. import fs
 from ..config import Settings
 from ..errors import ConfigError, FeedError, FeedStallError
 from . import client as feed, parquet
@@ -40,6 +41,9 @@ class FeedContext:
     secret: str = dataclasses.field(repr=False)
     settings: Settings = dataclasses.field(default_factory=Settings)
     default_fs: str = ""  # the cluster's fs.defaultFS (where the Parquet fast path may put its cache)
+    # whether this process is Spark's driver, which sees the local files Spark lists or writes (classic sessions;
+    # a Spark Connect client may be on another host)
+    files_on_driver: bool = False
 
 
 class FeedBackend(Protocol):
@@ -123,7 +127,7 @@ class _ParquetInput:
     path = "parquet"
 
     def __init__(self, cluster: FeedBackend, df, url: str, nodes: int, what: str, need: str,
-                 direct: _Direct | None = None) -> None:
+                 direct: _Direct | None = None, local_footers: bool = False) -> None:
         self.df, self.url, self.nodes, self.session = df, url, nodes, df.sparkSession
         self.columns: tuple[str, ...] | None = None
         self.written = False
@@ -136,23 +140,19 @@ class _ParquetInput:
                 files, expected = self.session.read.parquet(url).inputFiles(), None
             else:
                 files, self.columns, expected = direct.files, direct.columns, direct.schema
-            paths = self.session.createDataFrame([(f,) for f in sorted(files)], "path string")
-            rows = cluster._run_feed_job(
-                lambda: paths.repartition(max(1, min(len(files), 8))).mapInArrow(
-                    _spark.bind(parquet.footers, expected), parquet.FOOTER_SCHEMA).collect(),
-                "tfos: read the Parquet footers' row counts")
+            rows = _footer_rows(cluster, self.session, sorted(files), expected, local_footers)
         except BaseException:
             self.release()
             raise
-        problems = sorted(r.problem for r in rows if r.problem)
+        problems = sorted(r["problem"] for r in rows if r["problem"])
         if problems:
             raise NotDirect(problems[0])
-        largest = max((r.bytes for r in rows), default=0)
+        largest = max((r["bytes"] for r in rows), default=0)
         if direct is not None and largest > parquet.DIRECT_MAX_ROW_GROUP_BYTES:
             raise NotDirect(f"its largest row group holds {largest >> 20} MiB, more than a node reads at once "
                             f"({parquet.DIRECT_MAX_ROW_GROUP_BYTES >> 20} MiB)")
-        self.groups = [parquet.RowGroup(r.path, r.row_group, r.rows) for r in
-                       sorted(rows, key=lambda r: (r.path, r.row_group)) if r.rows]
+        self.groups = [parquet.RowGroup(r["path"], r["row_group"], r["rows"]) for r in
+                       sorted(rows, key=lambda r: (r["path"], r["row_group"])) if r["rows"]]
         total = sum(g.rows for g in self.groups)
         self.quota, self.dropped, self.parts = total // nodes, total % nodes, len(self.groups)
         if self.quota == 0:
@@ -165,9 +165,8 @@ class _ParquetInput:
         return [(0, epochs)]
 
     def target(self, base: FeedTarget, epoch: int, count: int = 1) -> FeedTarget:
-        per_epoch = [parquet.shares(self.groups, self.nodes, e, base.seed)[1] for e in range(epoch, epoch + count)]
-        shares = tuple(tuple(tuple(x.to_json() for x in pieces[node]) for pieces in per_epoch)
-                       for node in range(self.nodes))
+        dealt = parquet.epoch_shares(self.groups, self.nodes, epoch, count, base.seed, base.keep)
+        shares = tuple(tuple(tuple(x.to_json() for x in pieces) for pieces in node) for node in dealt)
         return dataclasses.replace(base, epoch=epoch, count=count, quota=self.quota, columns=self.columns,
                                    shares=shares)
 
@@ -188,6 +187,31 @@ class _ParquetInput:
                 parquet.remove, "done boolean").collect()
         except Exception as exc:  # noqa: BLE001 - the feed's own outcome matters more
             logger.warning("could not remove the feed cache %s (%s); it is safe to delete", url, exc)
+
+
+# The driver reads the footers itself (no Spark job) when the files are on its local disk and there are at most
+# this many; otherwise a job reads them where the files are, in parallel.
+DRIVER_FOOTERS_MAX_FILES = 256
+
+
+def _footer_rows(cluster: FeedBackend, session, files: list[str], expected: bytes | None, local: bool
+                 ) -> list[dict]:
+    """Each file's row groups (``parquet.footers``' rows as dicts): read here when ``local`` (a classic driver,
+    which listed or wrote the files) and the files are on the local disk, else by a small Spark job."""
+    if local and len(files) <= DRIVER_FOOTERS_MAX_FILES and all(fs.scheme(f) == "file" for f in files):
+        import pyarrow as pa
+
+        try:
+            return next(parquet.footers(expected, [pa.record_batch({"path": pa.array(files, pa.string())})]
+                                        )).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - the job below reads them where Spark's executors are
+            logger.debug("could not read the Parquet footers on the driver (%s); a Spark job reads them", exc)
+    paths = session.createDataFrame([(f,) for f in files], "path string")
+    rows = cluster._run_feed_job(
+        lambda: paths.repartition(max(1, min(len(files), 8))).mapInArrow(
+            _spark.bind(parquet.footers, expected), parquet.FOOTER_SCHEMA).collect(),
+        "tfos: read the Parquet footers' row counts")
+    return [r.asDict() for r in rows]
 
 
 class CacheUnusable(ConfigError):
@@ -254,7 +278,8 @@ def _open_input(cluster: FeedBackend, context: FeedContext, data, nodes: int, wh
         return _SparkInput(cluster, data, nodes, what, need)
     if direct is not None:
         try:
-            opened = _ParquetInput(cluster, data, "", nodes, what, need, direct=direct)
+            opened = _ParquetInput(cluster, data, "", nodes, what, need, direct=direct,
+                                   local_footers=context.files_on_driver)
             logger.info("the TF nodes read the DataFrame from its own %d Parquet file(s): it is a plain Parquet "
                         "scan, so no cache is written", len(direct.files))
             return opened
@@ -273,7 +298,8 @@ def _open_input(cluster: FeedBackend, context: FeedContext, data, nodes: int, wh
                     "the faster Parquet path)")
         return _SparkInput(cluster, data, nodes, what, need)
     try:
-        return _ParquetInput(cluster, data, parquet.new_cache_dir(root), nodes, what, need)
+        return _ParquetInput(cluster, data, parquet.new_cache_dir(root), nodes, what, need,
+                             local_footers=context.files_on_driver)
     except CacheUnusable as exc:
         if choice == "parquet" or settings.feed_cache_dir:
             raise
@@ -314,7 +340,8 @@ def train(cluster: FeedBackend, data, num_epochs: int, feed_timeout: float, vali
         seed = None if not settings.feed_shuffle else (
             settings.feed_seed if settings.feed_seed >= 0 else secrets.randbelow(1 << 31))
         base = FeedTarget(context.addresses, context.secret, None, feed_id, 0, epochs, settings.feed_chunk_rows,
-                          feed_timeout, settings.feed_stall_timeout, validation=validation is not None, seed=seed)
+                          feed_timeout, settings.feed_stall_timeout, validation=validation is not None, seed=seed,
+                          keep=settings.feed_local_cache)
         if validation is not None:
             _feed_validation(cluster, validation, dataclasses.replace(base, epochs=1, split="validation", seed=None))
         for first, count in train_in.jobs(epochs):

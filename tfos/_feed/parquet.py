@@ -38,7 +38,7 @@ import re
 import socket
 import tempfile
 import uuid
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from .. import fs
 from ..errors import ConfigError, FeedError
@@ -111,6 +111,26 @@ def shares(groups: Sequence[RowGroup], nodes: int, epoch: int, seed: int | None)
             if need == 0:
                 node, need = node + 1, quota
     return quota, out
+
+
+def epoch_shares(groups: Sequence[RowGroup], nodes: int, first: int, count: int, seed: int | None,
+                 fixed: bool) -> list[list[list[Piece]]]:
+    """``out[node][i]``: the node's pieces of epoch ``first + i``, each node ``total // nodes`` rows per epoch.
+
+    ``fixed`` (``feed_local_cache``): every node keeps, for every epoch, the share :func:`shares` gives it for
+    epoch 0, its pieces in an order shuffled per epoch (with a ``seed``), so that it reads the same pieces each
+    epoch and can keep them decoded. Otherwise the row groups are dealt anew each epoch (:func:`shares`).
+    """
+    out: list[list[list[Piece]]] = [[] for _ in range(nodes)]
+    base = shares(groups, nodes, 0, seed)[1] if fixed else None
+    for epoch in range(first, first + count):
+        dealt = shares(groups, nodes, epoch, seed)[1] if base is None else base
+        for node, pieces in enumerate(dealt):
+            if base is not None and seed is not None:
+                pieces = list(pieces)
+                epoch_rng(seed, "pieces", epoch, node).shuffle(pieces)
+            out[node].append(list(pieces))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- driver
@@ -301,28 +321,51 @@ def _open(url: str):
 
 
 def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *stream: object,
-                columns: Sequence[str] | None = None) -> Iterator:
+                columns: Sequence[str] | None = None, keep=None) -> Iterator:
     """A node's share as record batches of at most ``chunk_rows`` rows, one row group read at a time.
 
     With a ``seed``, the rows of each piece come in an order shuffled with ``epoch_rng(seed, *stream)``. With
-    ``columns``, only those are read, in that order (a DataFrame read from its own files).
+    ``columns``, only those are read, in that order (a DataFrame read from its own files). With ``keep`` (a
+    :class:`tfos._feed.local.LocalCopy`), a piece it holds decoded is read from it instead of the Parquet file,
+    and a piece read from the file is given to it (it keeps those read again later).
 
     Raises:
         FeedError: a cache file cannot be read from this node (with the setting that fixes it).
     """
 
     rng = epoch_rng(seed, "rows", *stream) if seed is not None else None
-    current, handle = None, None
+    files = _Files(columns)
     for piece in pieces:
+        table = keep.take(piece) if keep is not None else None
+        if table is None:
+            table = files.decode(piece)
+            if keep is not None:
+                keep.offer(piece, table)
+        yield from _shuffled_with(rng, table, True).to_batches(max_chunksize=chunk_rows)
+
+
+class _Files:
+    """Decodes pieces, keeping the last Parquet file open (a share's consecutive pieces often share a file)."""
+
+    def __init__(self, columns: Sequence[str] | None) -> None:
+        self.columns = list(columns) if columns is not None else None
+        self._path: str | None = None
+        self._handle: Any = None  # a pyarrow ParquetFile
+
+    def decode(self, piece: Piece):
+        """The piece's rows as one Arrow table (one chunk per column).
+
+        Raises:
+            FeedError: the file cannot be read from this node (with the setting that fixes it).
+        """
         try:
-            if piece.path != current:
-                handle, current = _open(piece.path), piece.path
-            assert handle is not None
-            table = handle.read_row_group(
-                piece.index, columns=list(columns) if columns is not None else None).slice(piece.start, piece.rows)
+            if piece.path != self._path:
+                self._handle, self._path = _open(piece.path), piece.path
+            table = self._handle.read_row_group(piece.index, columns=self.columns)
+            return table.slice(piece.start, piece.rows).combine_chunks()
         except (OSError, ValueError) as exc:
             where = f"{piece.path} (row group {piece.index}): {type(exc).__name__}: {exc}"
-            if columns is not None:
+            if self.columns is not None:
                 raise FeedError(
                     f"this TF node cannot read the DataFrame's own Parquet file {where}. A DataFrame that is a "
                     "plain Parquet scan is read from its files, which every node must then reach as Spark's "
@@ -331,7 +374,6 @@ def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *str
                 f"this TF node cannot read the feed cache file {where}. The cache directory must be readable from "
                 "every node: set feed_cache_dir (TFOS_FEED_CACHE_DIR) to shared storage (HDFS, S3), or "
                 "feed_path=spark (TFOS_FEED_PATH).") from None
-        yield from _shuffled_with(rng, table.combine_chunks(), True).to_batches(max_chunksize=chunk_rows)
 
 
 def permuted(data, order):

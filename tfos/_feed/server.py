@@ -30,6 +30,7 @@ from .._node import ERROR_FILE_ENV
 from ..errors import AuthenticationError, ConfigError, FeedError
 from . import parquet, protocol as p
 from .intake import Chunk, Intake
+from .local import LocalCopy
 from .spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -251,10 +252,16 @@ class FeedServer:
             p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": read.accepted})
 
     def _fill_share(self, hello: dict, feed: str) -> tuple[int, str | None]:
-        """Queues the node's pieces of every epoch of a fast-path hello; returns (rows queued, read error)."""
+        """Queues the node's pieces of every epoch of a fast-path hello; returns (rows queued, read error).
+        With ``keep`` (``feed_local_cache``), pieces read again in a later epoch are kept decoded on the local
+        disk (``tfos._feed.local``) until then."""
         accepted = 0
+        keep = None
+        if hello.get("keep") and len(hello["epochs"]) > 1:
+            keep = LocalCopy((piece for _, pieces in self._share_pieces(hello) for piece in pieces),
+                             self._spool_parent or _work_dir())
         try:
-            for epoch, batches in self._share_epochs(hello):
+            for epoch, batches in self._share_epochs(hello, keep):
                 key = (feed, epoch)
                 with self._cond:
                     self._intake.open(key, int(hello.get("quota", 0)))
@@ -265,17 +272,26 @@ class FeedServer:
                     accepted += batch.num_rows
         except FeedError as exc:
             return accepted, str(exc)
+        finally:
+            if keep is not None:
+                logger.info("the node decoded %d piece(s) of its Parquet share once and read them back %d time(s) "
+                            "from its local copy", keep.kept, keep.reused)
+                keep.close()
         return accepted, None
 
     @staticmethod
-    def _share_epochs(hello: dict):
-        """``(epoch, record batches)`` for each epoch of a fast-path hello (see ``FeedTarget.node_hello``)."""
+    def _share_pieces(hello: dict):
+        """``(epoch, pieces)`` for each epoch of a fast-path hello (see ``FeedTarget.node_hello``)."""
         files = hello["files"]
         for offset, pieces in enumerate(hello["epochs"]):
-            epoch = int(hello["epoch"]) + offset
-            share = [parquet.Piece(files[f], group, start, stop) for f, group, start, stop in pieces]
+            yield int(hello["epoch"]) + offset, [parquet.Piece(files[f], group, start, stop)
+                                                 for f, group, start, stop in pieces]
+
+    def _share_epochs(self, hello: dict, keep: LocalCopy | None = None):
+        """``(epoch, record batches)`` for each epoch of a fast-path hello."""
+        for epoch, share in self._share_pieces(hello):
             yield epoch, parquet.read_pieces(share, int(hello.get("chunk_rows", 1024)), hello.get("seed"), epoch,
-                                             hello.get("node"), columns=hello.get("columns"))
+                                             hello.get("node"), columns=hello.get("columns"), keep=keep)
 
     def _put(self, chunk: Chunk, feed: str) -> bool:
         """Adds ``chunk``, waiting (first come, first served) for room if it is an even chunk; False if the

@@ -1,0 +1,91 @@
+"""A node's decoded copy of its Parquet-path share (``tfos._feed.local``) and the fixed shares that make it pay
+(``parquet.epoch_shares``): pure logic and real files in a temp directory, no Spark, no TensorFlow."""
+
+import collections
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tfos._feed import local, parquet
+from tfos._feed.local import LocalCopy
+from tfos._feed.parquet import Piece, RowGroup
+
+
+def _groups(sizes):
+    return [RowGroup(f"f{i // 3}", i % 3, n) for i, n in enumerate(sizes)]
+
+
+def _rows(pieces):
+    return collections.Counter((p.path, p.index, r) for p in pieces for r in range(p.start, p.stop))
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_fixed_shares_keep_each_nodes_rows_and_reshuffle_their_order(seed):
+    groups = _groups([7, 100, 33, 50, 50, 1, 64, 90])
+    dealt = parquet.epoch_shares(groups, 3, 2, 4, seed, fixed=True)
+    quota = sum(g.rows for g in groups) // 3
+    for node in dealt:
+        assert len(node) == 4 and all(sum(p.rows for p in epoch) == quota for epoch in node)
+        assert all(_rows(epoch) == _rows(node[0]) for epoch in node)  # the same rows every epoch
+        if seed is not None and len(node[0]) > 2:
+            assert len({tuple(epoch) for epoch in node}) > 1  # in an order shuffled per epoch
+    assert not (set(_rows(dealt[0][0])) & set(_rows(dealt[1][0])))
+    assert dealt == parquet.epoch_shares(groups, 3, 2, 4, seed, fixed=True)  # reproducible
+
+
+def test_without_the_local_copy_the_row_groups_are_dealt_anew_every_epoch():
+    groups = _groups([10] * 12)
+    dealt = parquet.epoch_shares(groups, 2, 0, 3, 9, fixed=False)
+    assert [[dealt[n][e] for n in range(2)] for e in range(3)] == [parquet.shares(groups, 2, e, 9)[1]
+                                                                   for e in range(3)]
+
+
+def _table(n, start=0):
+    return pa.table({"x": pa.array(range(start, start + n), pa.int64()),
+                     "v": pa.array([[float(i)] * 4 for i in range(start, start + n)], pa.list_(pa.float32()))})
+
+
+def test_a_piece_read_again_is_kept_decoded_and_its_last_read_removes_it(tmp_path):
+    a, b, c = Piece("a", 0, 0, 10), Piece("a", 1, 0, 10), Piece("b", 0, 0, 10)
+    copy = LocalCopy([a, b, c, a, b, a], parent=str(tmp_path))  # c is read once: never kept
+    for piece, table in ((a, _table(10)), (b, _table(10, 10)), (c, _table(10, 20))):
+        assert copy.take(piece) is None
+        copy.offer(piece, table)
+    assert copy.kept == 2 and len(os.listdir(copy._dir)) == 2
+    assert copy.take(a).equals(_table(10)) and copy.take(b).equals(_table(10, 10))
+    assert len(os.listdir(copy._dir)) == 1  # b's last read removed its file
+    assert copy.take(a).equals(_table(10)) and os.listdir(copy._dir) == []
+    assert copy.reused == 3
+    copy.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_nothing_is_kept_when_the_disk_would_be_left_short(tmp_path, monkeypatch):
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(local.shutil, "disk_usage", lambda path: usage(100 << 30, 0, (1 << 30) + 100))
+    piece = Piece("a", 0, 0, 10)
+    copy = LocalCopy([piece, piece], parent=str(tmp_path))
+    copy.offer(piece, _table(10))
+    assert copy.kept == 0 and copy.take(piece) is None  # decoded again instead
+    copy.close()
+
+
+def test_read_pieces_with_a_local_copy_decodes_each_piece_once(tmp_path, monkeypatch):
+    path = str(tmp_path / "a.parquet")
+    pq.write_table(_table(300), path, row_group_size=100)
+    pieces = [Piece(path, 0, 0, 100), Piece(path, 2, 50, 100)]
+    decoded = []
+    real = parquet._Files.decode
+    monkeypatch.setattr(parquet._Files, "decode", lambda self, piece: decoded.append(piece) or real(self, piece))
+    copy = LocalCopy(pieces * 3, parent=str(tmp_path / "node"))
+    os.mkdir(tmp_path / "node")
+    epochs = []
+    for epoch in range(3):
+        batches = parquet.read_pieces(pieces, 32, 5, epoch, 0, keep=copy)
+        epochs.append([x for batch in batches for x in batch.column("x").to_pylist()])
+    copy.close()
+    assert decoded == pieces  # once each
+    assert all(sorted(e) == list(range(100)) + list(range(250, 300)) for e in epochs)
+    assert len({tuple(e) for e in epochs}) == 3  # rows reshuffled every epoch

@@ -37,7 +37,8 @@ feed_cache_dir                 TFOS_FEED_CACHE_DIR         (auto)     where the 
                                                                       cluster, else <fs.defaultFS>/tmp/tfos-feed-cache
 feed_shuffle                   TFOS_FEED_SHUFFLE           1          shuffle the training rows every epoch: the order
                                                                       of the parquet path's row groups, and the rows
-                                                                      within each row group or Spark-path message
+                                                                      within each 32 MB block of a row group, or each
+                                                                      Spark-path message
 feed_seed                      TFOS_FEED_SEED              -1         seed of that shuffle (-1: a new one per train())
 feed_local_cache               TFOS_FEED_LOCAL_CACHE       1          parquet path, several epochs: each node keeps the
                                                                       same share for the whole train() call (its row

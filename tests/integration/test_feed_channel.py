@@ -261,7 +261,7 @@ def test_fast_path_nodes_read_their_shares_from_parquet_through_the_bounded_queu
         thread.join(30)
         assert done == {"status": "ok", "links": ["ok", "ok"]}
         assert sorted(got[0] + got[1]) == sorted(set(got[0] + got[1])) and len(got[0]) == len(got[1]) == 500
-        assert got[0] != sorted(got[0])  # shuffled within each row group (seed 5)
+        assert got[0] != sorted(got[0])  # shuffled within each block of a row group (seed 5)
     finally:
         for srv, _ in servers:
             srv.close()

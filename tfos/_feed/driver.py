@@ -147,10 +147,6 @@ class _ParquetInput:
         problems = sorted(r["problem"] for r in rows if r["problem"])
         if problems:
             raise NotDirect(problems[0])
-        largest = max((r["bytes"] for r in rows), default=0)
-        if direct is not None and largest > parquet.DIRECT_MAX_ROW_GROUP_BYTES:
-            raise NotDirect(f"its largest row group holds {largest >> 20} MiB, more than a node reads at once "
-                            f"({parquet.DIRECT_MAX_ROW_GROUP_BYTES >> 20} MiB)")
         self.groups = [parquet.RowGroup(r["path"], r["row_group"], r["rows"]) for r in
                        sorted(rows, key=lambda r: (r["path"], r["row_group"])) if r["rows"]]
         total = sum(g.rows for g in self.groups)

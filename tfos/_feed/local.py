@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Hashable, Iterable
+from typing import Any, Hashable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -44,43 +44,65 @@ class LocalCopy:
         self._parent = parent
         self._dir: str | None = None
         self._full = False
+        self._serial = 0
         self.kept = self.reused = 0  # pieces written, pieces read back (for the log and the tests)
 
-    def take(self, piece: Hashable):
-        """The piece's decoded rows if a copy is kept (its last read removes the file), else None; counts a
-        read of the piece either way."""
-        import pyarrow as pa
-
+    def take(self, piece: Hashable) -> Iterator | None:
+        """The piece's decoded rows, as the record batches it was kept in, if a copy is kept (its last read then
+        removes the file), else None; counts a read of the piece either way."""
         self._left[piece] -= 1
         path = self._files.get(piece)
         if path is None:
             return None
-        with pa.memory_map(path) as source:
-            table = pa.ipc.open_file(source).read_all()  # a view of the mapping: no copy, no decoding
         if self._left[piece] <= 0:
             del self._files[piece]
-            os.unlink(path)  # the mapping stays valid until its buffers are gone
         self.reused += 1
-        return table
+        return self._read(path, remove=piece not in self._files)
 
-    def offer(self, piece: Hashable, table) -> None:
-        """Keeps ``table`` (the piece's decoded rows) if the piece is read again and the disk has room."""
-        if self._left[piece] <= 0 or piece in self._files or self._full:
-            return
+    @staticmethod
+    def _read(path: str, remove: bool) -> Iterator:
         import pyarrow as pa
 
-        directory = self._directory()
-        usage = shutil.disk_usage(directory)
-        if usage.free - table.nbytes < max(FREE_RESERVE_BYTES, usage.total // 10):
-            self._full = True
-            logger.info("not keeping more decoded Parquet pieces in %s: %d MiB free; the rest of this node's share "
-                        "is decoded again every epoch (feed_local_cache)", directory, usage.free >> 20)
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]  # views of the mapping
+        if remove:
+            os.unlink(path)  # the mapping stays valid while its batches are in use
+        yield from batches
+
+    def offer(self, piece: Hashable, blocks: Iterable) -> Iterator:
+        """Passes the piece's decoded ``blocks`` on, keeping a copy of them if the piece is read again and the
+        disk has room (a copy cut short, by the disk or by the reader stopping, is dropped)."""
+        if self._left[piece] <= 0 or piece in self._files or self._full:
+            yield from blocks
             return
-        path = os.path.join(directory, f"piece-{len(self._files) + self.kept}.arrow")
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        self._files[piece] = path
-        self.kept += 1
+        directory = self._directory()
+        path = os.path.join(directory, f"piece-{self._serial}.arrow")
+        self._serial += 1
+        copy = _Copy(path)
+        try:
+            for block in blocks:
+                if copy.open and not self._room_for(directory, block.nbytes):
+                    copy.drop()
+                copy.write(block)
+                yield block
+            if copy.finish():
+                self._files[piece] = path
+                self.kept += 1
+        finally:
+            copy.drop()  # unless finished: a copy cut short is not kept
+
+    def _room_for(self, directory: str, nbytes: int) -> bool:
+        """Whether ``nbytes`` more leave the disk its reserve; once not, nothing more is kept (logged once)."""
+        if self._full:
+            return False
+        usage = shutil.disk_usage(directory)
+        if usage.free - nbytes >= max(FREE_RESERVE_BYTES, usage.total // 10):
+            return True
+        self._full = True
+        logger.info("not keeping more decoded Parquet pieces in %s: %d MiB free; the rest of this node's share is "
+                    "decoded again every epoch (feed_local_cache)", directory, usage.free >> 20)
+        return False
 
     def close(self) -> None:
         """Removes every kept file and the directory."""
@@ -93,3 +115,43 @@ class LocalCopy:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="tfos-feed-local-", dir=self._parent)
         return self._dir
+
+
+class _Copy:
+    """One piece's IPC file while it is written: open until :meth:`finish` (kept) or :meth:`drop` (removed)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.open = True
+        self._sink: Any = None
+        self._writer: Any = None
+
+    def write(self, block) -> None:
+        if not self.open:
+            return
+        import pyarrow as pa
+
+        if self._writer is None:
+            self._sink = pa.OSFile(self.path, "wb")
+            self._writer = pa.ipc.new_file(self._sink, block.schema)
+        self._writer.write_batch(block)
+
+    def finish(self) -> bool:
+        """Closes the file; True if it holds the whole piece."""
+        if not self.open or self._writer is None:
+            return False
+        self._close()
+        self.open = False
+        return True
+
+    def drop(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        if self._writer is not None:
+            self._close()
+            os.unlink(self.path)
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._sink.close()

@@ -219,10 +219,6 @@ def footers(expected_schema: bytes | None, batches: Iterable) -> Iterator:
 
 # ------------------------------------------------------------------------------------------------- direct read
 
-# A DataFrame that is a plain Parquet scan is read from its own files when no row group is larger than this
-# (a node holds one row group in memory at a time; Spark writes 128 MiB ones by default, pyarrow up to 1M rows).
-DIRECT_MAX_ROW_GROUP_BYTES = 256 << 20
-
 _RELATION = re.compile(r"^Relation \[[^\]]*\] parquet$")
 _PROJECT = re.compile(r"^Project \[([^\]]*)\]$")
 _COLUMN_REF = re.compile(r"^[^\s()#,]+#\d+L?$")
@@ -310,50 +306,82 @@ def remove(batches: Iterable) -> Iterator:
 
 # ------------------------------------------------------------------------------------------------- node side
 
+# Rows of a piece are decoded, shuffled and queued in blocks of about this many bytes: the unit of the row shuffle
+# (like Dataset.shuffle's buffer) and what a node holds decoded at a time, besides its queue.
+BLOCK_BYTES = 32 << 20
+# Read-ahead of a column chunk while decoding it (unbuffered, pyarrow would read the whole chunk first).
+READ_BUFFER_BYTES = 8 << 20
+
+
 def _open(url: str):
     import pyarrow.parquet as pq
 
     if fs.scheme(url) == "file":
-        return pq.ParquetFile(url[len("file:"):] if url.startswith("file:") else url)
+        return pq.ParquetFile(url[len("file:"):] if url.startswith("file:") else url, buffer_size=READ_BUFFER_BYTES)
     fsys, path = fs.filesystem(url)
     with fs.translated(url):
-        return pq.ParquetFile(fsys.open(path, "rb"))
+        return pq.ParquetFile(fsys.open(path, "rb"), buffer_size=READ_BUFFER_BYTES)
 
 
 def read_pieces(pieces: Sequence[Piece], chunk_rows: int, seed: int | None, *stream: object,
                 columns: Sequence[str] | None = None, keep=None) -> Iterator:
-    """A node's share as record batches of at most ``chunk_rows`` rows, one row group read at a time.
+    """A node's share as record batches of at most ``chunk_rows`` rows.
 
-    With a ``seed``, the rows of each piece come in an order shuffled with ``epoch_rng(seed, *stream)``. With
-    ``columns``, only those are read, in that order (a DataFrame read from its own files). With ``keep`` (a
-    :class:`tfos._feed.local.LocalCopy`), a piece it holds decoded is read from it instead of the Parquet file,
-    and a piece read from the file is given to it (it keeps those read again later).
+    Each piece is decoded a batch of ``chunk_rows`` rows at a time; with a ``seed``, the rows of each block of
+    :data:`BLOCK_BYTES` come in an order shuffled with ``epoch_rng(seed, *stream)``. With ``columns``, only those are read, in that order (a
+    DataFrame read from its own files). With ``keep`` (a :class:`tfos._feed.local.LocalCopy`), a piece it holds
+    decoded is read from it instead of the Parquet file, and a piece read from the file is given to it (it keeps
+    those read again later).
 
     Raises:
-        FeedError: a cache file cannot be read from this node (with the setting that fixes it).
+        FeedError: a file cannot be read from this node (with the setting that fixes it).
     """
 
     rng = epoch_rng(seed, "rows", *stream) if seed is not None else None
-    files = _Files(columns)
+    files = _Files(columns, chunk_rows)
     for piece in pieces:
-        table = keep.take(piece) if keep is not None else None
-        if table is None:
-            table = files.decode(piece)
+        batches = keep.take(piece) if keep is not None else None
+        if batches is None:
+            batches = files.batches(piece)
             if keep is not None:
-                keep.offer(piece, table)
-        yield from _shuffled_with(rng, table, True).to_batches(max_chunksize=chunk_rows)
+                batches = keep.offer(piece, batches)
+        for block in _blocks(batches, BLOCK_BYTES):
+            yield from _shuffled_with(rng, block, True).to_batches(max_chunksize=chunk_rows)
+
+
+def _blocks(batches: Iterable, nbytes: int) -> Iterator:
+    """Consecutive record batches grouped into tables of at least ``nbytes`` (the last may hold less): the unit
+    of the row shuffle, the same whether the batches were just decoded or come from a node's local copy."""
+    held: list = []
+    size = 0
+    for batch in batches:
+        held.append(batch)
+        size += batch.nbytes
+        if size >= nbytes:
+            yield _table(held)
+            held, size = [], 0
+    if held:
+        yield _table(held)
+
+
+def _table(batches: list):
+    import pyarrow as pa
+
+    return pa.Table.from_batches(batches)
 
 
 class _Files:
     """Decodes pieces, keeping the last Parquet file open (a share's consecutive pieces often share a file)."""
 
-    def __init__(self, columns: Sequence[str] | None) -> None:
+    def __init__(self, columns: Sequence[str] | None, batch_rows: int) -> None:
         self.columns = list(columns) if columns is not None else None
+        self.batch_rows = batch_rows
         self._path: str | None = None
         self._handle: Any = None  # a pyarrow ParquetFile
 
-    def decode(self, piece: Piece):
-        """The piece's rows as one Arrow table (one chunk per column).
+    def batches(self, piece: Piece) -> Iterator:
+        """The piece's rows, decoded as record batches of at most ``batch_rows`` rows (the rows of its row group
+        before ``piece.start`` are decoded and dropped).
 
         Raises:
             FeedError: the file cannot be read from this node (with the setting that fixes it).
@@ -361,8 +389,17 @@ class _Files:
         try:
             if piece.path != self._path:
                 self._handle, self._path = _open(piece.path), piece.path
-            table = self._handle.read_row_group(piece.index, columns=self.columns)
-            return table.slice(piece.start, piece.rows).combine_chunks()
+            skip, left = piece.start, piece.rows
+            for batch in self._handle.iter_batches(batch_size=self.batch_rows, row_groups=[piece.index],
+                                                   columns=self.columns, use_threads=False):
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                batch = batch.slice(skip, left)
+                skip, left = 0, left - batch.num_rows
+                yield batch
+                if left <= 0:
+                    return
         except (OSError, ValueError) as exc:
             where = f"{piece.path} (row group {piece.index}): {type(exc).__name__}: {exc}"
             if self.columns is not None:

@@ -85,7 +85,7 @@ def test_a_copy_cut_short_is_dropped(tmp_path):
 
 
 def test_nothing_is_kept_when_the_disk_would_be_left_short(tmp_path, monkeypatch, caplog):
-    caplog.set_level("INFO", logger="tfos._feed.local")
+    caplog.set_level("WARNING", logger="tfos._feed.local")
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(local.shutil, "disk_usage", lambda path: usage(100 << 30, 0, (10 << 30) + 100))
     piece = Piece("a", 0, 0, 10)
@@ -131,3 +131,11 @@ def test_pieces_are_decoded_and_shuffled_in_blocks_that_bound_memory(tmp_path, m
     starts = [130 + sum(sizes[:i]) for i in range(len(sizes))]
     got = [sorted(rows[a - 130:a - 130 + n]) for a, n in zip(starts, sizes)]
     assert got == [list(range(a, a + n)) for a, n in zip(starts, sizes)]  # shuffled within blocks, not across
+
+
+def test_a_copy_that_cannot_be_written_leaves_the_read_going(tmp_path, caplog):
+    piece = Piece("a", 0, 0, 10)
+    copy = LocalCopy([piece, piece], parent=str(tmp_path / "gone"))  # no such directory
+    _kept(copy, piece, _blocks(10))
+    assert copy.kept == 0 and copy.take(piece) is None
+    assert "cannot make a directory" in caplog.text

@@ -67,7 +67,10 @@ class LocalCopy:
             reader = pa.ipc.open_file(source)
             batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]  # views of the mapping
         if remove:
-            os.unlink(path)  # the mapping stays valid while its batches are in use
+            try:
+                os.unlink(path)  # the mapping stays valid while its batches are in use
+            except OSError as exc:
+                logger.debug("could not remove %s: %s", path, exc)
         yield from batches
 
     def offer(self, piece: Hashable, blocks: Iterable) -> Iterator:
@@ -76,7 +79,12 @@ class LocalCopy:
         if self._left[piece] <= 0 or piece in self._files or self._full:
             yield from blocks
             return
-        directory = self._directory()
+        try:
+            directory = self._directory()
+        except OSError as exc:
+            self._give_up(f"cannot make a directory in {self._parent}: {exc}")
+            yield from blocks
+            return
         path = os.path.join(directory, f"piece-{self._serial}.arrow")
         self._serial += 1
         copy = _Copy(path)
@@ -84,7 +92,11 @@ class LocalCopy:
             for block in blocks:
                 if copy.open and not self._room_for(directory, block.nbytes):
                     copy.drop()
-                copy.write(block)
+                try:
+                    copy.write(block)
+                except OSError as exc:  # the copy is an optimization: the read goes on without it
+                    self._give_up(f"writing {path} failed: {exc}")
+                    copy.drop()
                 yield block
             if copy.finish():
                 self._files[piece] = path
@@ -99,10 +111,15 @@ class LocalCopy:
         usage = shutil.disk_usage(directory)
         if usage.free - nbytes >= max(FREE_RESERVE_BYTES, usage.total // 10):
             return True
-        self._full = True
-        logger.info("not keeping more decoded Parquet pieces in %s: %d MiB free; the rest of this node's share is "
-                    "decoded again every epoch (feed_local_cache)", directory, usage.free >> 20)
+        self._give_up(f"{usage.free >> 20} MiB free in {directory}")
         return False
+
+    def _give_up(self, why: str) -> None:
+        """Keeps nothing more: the rest of the share is decoded again every epoch."""
+        if not self._full:
+            self._full = True
+            logger.warning("not keeping more decoded Parquet pieces (%s); the rest of this node's share is decoded "
+                           "again every epoch (feed_local_cache)", why)
 
     def close(self) -> None:
         """Removes every kept file and the directory."""

@@ -149,7 +149,7 @@ class FeedServer:
                 with self._cond:
                     self._cond.notify_all()  # spill rows held for an epoch that will not complete are due
                 p.send_json(conn, p.ACK, {})
-        except (p.ChannelClosed, OSError) as exc:
+        except (p.ChannelClosed, ConnectionError, TimeoutError) as exc:
             logger.debug("feed connection closed: %s", exc)
         except Exception as exc:  # noqa: BLE001 - report to the feeding task instead of dying silently
             logger.exception("feed connection failed")

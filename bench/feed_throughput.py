@@ -8,10 +8,12 @@ All three move the same rows (784 float32 features + an int64 label) into a cons
 - spark alone: the same cached DataFrame through ``mapInArrow`` with the batches dropped: what Spark itself
   can hand to Python here (its JVM-to-Arrow conversion of array columns), the ceiling for any Spark feed.
 - tfos: a cached DataFrame on a ``local-cluster[2,1,2048]`` master fed with ``cluster.train`` to 2 TF nodes,
-  each iterating ``feed.dataset(label="label").batch(B)``, on each of the feed's two paths
+  each iterating ``feed.dataset(label="label", batch_size=B)``, on each of the feed's two paths
   (``feed_path=spark``: every epoch through Spark tasks; ``feed_path=parquet``: Spark writes the DataFrame once
-  as Parquet and the nodes read it, ``tfos._feed.parquet``), and once more with the same rows as a DataFrame
-  read from Parquet files (written before the runs), which the nodes read from its own files. Reported two ways: the nodes' receive rate
+  as Parquet and the nodes read it, ``tfos._feed.parquet``), and with the same rows as a DataFrame read from
+  Parquet files (written before the runs), which the nodes read from its own files: with the default settings,
+  with ``feed_local_cache=0`` (Parquet decoded every epoch) and with single rows batched by tf.data
+  (``feed.dataset(label="label").batch(B)``, TensorFlowOnSpark-style code). Reported two ways: the nodes' receive rate
   (rows from each node's first batch to its last, summed over nodes) and the end-to-end rate of the whole
   ``train()`` call (including the Spark path's row count, or the fast path's Parquet write), started once
   both nodes have imported TensorFlow (on 2 cores, TF's import would otherwise compete with the feed). CPU
@@ -186,8 +188,8 @@ def cpu_between(before: dict, after: dict) -> dict[str, float]:
     return totals
 
 
-def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "", batched: bool = True
-              ) -> tuple[float, float, dict]:
+def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "", batched: bool = True,
+              env: dict[str, str] | None = None) -> tuple[float, float, dict]:
     import cloudpickle
 
     from tfos import TFCluster
@@ -195,6 +197,9 @@ def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "", batched: b
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     if feed_path:  # through the environment: older checkouts (bench/feed_routing.py) ignore it
         os.environ["TFOS_FEED_PATH"] = feed_path
+    for key in ("TFOS_FEED_LOCAL_CACHE",):  # the variant's settings, and only those
+        os.environ.pop(key, None)
+    os.environ.update(env or {})
     out = tempfile.mkdtemp(prefix="tfos-bench-")
     cluster = TFCluster.run(spark.sparkContext, consume,
                             {"out": out, "batch": BATCH, "epochs": epochs, "batched": batched}, 2,
@@ -238,10 +243,9 @@ def main() -> None:
     if os.environ.get("PYTHONPATH"):  # bench/feed_routing.py runs another checkout of tfos this way
         builder = builder.config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
     spark = builder.getOrCreate()
-    runs: dict[str, list[float]] = {key: [] for key in (
-        "ceiling", "queue", "spark_alone", "spark_path_nodes", "spark_path_end_to_end", "parquet_path_nodes",
-        "parquet_path_end_to_end", "direct_path_nodes", "direct_path_end_to_end")}
-    cpu: dict[str, list[dict]] = {"spark": [], "parquet": [], "direct": []}
+    runs: dict[str, list[float]] = {key: [] for key in ("ceiling", "queue", "spark_alone")}
+    runs.update({f"{name}_{kind}": [] for name, *_ in VARIANTS for kind in ("nodes", "end_to_end")})
+    cpu: dict[str, list[dict]] = {name: [] for name, *_ in VARIANTS}
     df = make_df(spark, args.rows)
     if args.tfos_only:
         import tfos
@@ -258,15 +262,27 @@ def main() -> None:
         runs["ceiling"].append(ceiling(args.rows))
         runs["queue"].append(queue_feed(args.queue_rows))
         runs["spark_alone"].append(spark_alone(df, args.rows))
-        for path in ("spark", "parquet", "direct") if i % 2 == 0 else ("direct", "parquet", "spark"):
-            node_rate, e2e, used = tfos_feed(spark, files_df if path == "direct" else df, args.rows, args.epochs,
-                                             "parquet" if path == "direct" else path)
-            runs[f"{path}_path_nodes"].append(node_rate)
-            runs[f"{path}_path_end_to_end"].append(e2e)
-            cpu[path].append(used)
+        for name, _, source, path, batched, env in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
+            node_rate, e2e, used = tfos_feed(spark, files_df if source == "files" else df, args.rows, args.epochs,
+                                             path, batched, env)
+            runs[f"{name}_nodes"].append(node_rate)
+            runs[f"{name}_end_to_end"].append(e2e)
+            cpu[name].append(used)
         print(f"run {i + 1}: " + ", ".join(f"{k}={v[-1]:,.0f} rows/s" for k, v in runs.items()), flush=True)
     spark.stop()
     write_report(args, runs, cpu)
+
+
+# The tfos variants measured: (name, label, data: the cached DataFrame or the same rows read from Parquet files,
+# feed_path, feed.dataset(batch_size=...) or .batch(), extra settings).
+VARIANTS = [
+    ("spark", "Spark path", "df", "spark", True, {}),
+    ("cache", "Parquet path, DataFrame written to the cache", "df", "parquet", True, {}),
+    ("direct", "Parquet path, a Parquet scan read from its own files", "files", "parquet", True, {}),
+    ("direct_decode", "own files, feed_local_cache=0 (decoded every epoch)", "files", "parquet", True,
+     {"TFOS_FEED_LOCAL_CACHE": "0"}),
+    ("direct_rows", "own files, single rows: feed.dataset().batch(256)", "files", "parquet", False, {}),
+]
 
 
 def write_report(args, runs, cpu) -> None:
@@ -276,29 +292,26 @@ def write_report(args, runs, cpu) -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"date {time.strftime('%Y-%m-%d')}. Rows of {FEATURES} float32 + int64 label ({ROW_BYTES} bytes), "
-        f"batch {BATCH}; tfos: {args.rows} rows x {args.epochs} epochs into 2 TF nodes on local-cluster[2,1,2048]; "
+        f"batch {BATCH}; tfos: {args.rows} rows x {args.epochs} epochs into 2 TF nodes on local-cluster[2,1,2048], "
+        f"each node reading feed.dataset(label=..., batch_size={BATCH}) unless the row says otherwise; "
         f"median of {args.repeats} alternating runs. Produced by `bench/feed_throughput.py`.",
         "",
         "| path | rows/s (median) | MB/s | min | max | vs ceiling | vs queue | vs spark alone |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key, label in [("ceiling", "ceiling: from_tensor_slices, one process"),
-                       ("queue", "TFoS-style queue, one record at a time"),
-                       ("spark_alone", "spark alone: mapInArrow, batches dropped"),
-                       ("spark_path_nodes", "tfos, Spark path: rate received by the TF nodes"),
-                       ("spark_path_end_to_end", "tfos, Spark path: whole train() call"),
-                       ("parquet_path_nodes", "tfos, Parquet path: rate received by the TF nodes"),
-                       ("parquet_path_end_to_end", "tfos, Parquet path: whole train() call"),
-                       ("direct_path_nodes", "tfos, Parquet path, a Parquet-scan DataFrame read from its own files: "
-                                             "rate received by the TF nodes"),
-                       ("direct_path_end_to_end", "tfos, Parquet path, own files: whole train() call")]:
+    rows = [("ceiling", "ceiling: from_tensor_slices, one process"),
+            ("queue", "TFoS-style queue, one record at a time"),
+            ("spark_alone", "spark alone: mapInArrow, batches dropped")]
+    for name, label, *_ in VARIANTS:
+        rows += [(f"{name}_nodes", f"tfos, {label}: rate received by the TF nodes"),
+                 (f"{name}_end_to_end", f"tfos, {label}: whole train() call")]
+    for key, label in rows:
         v = runs[key]
         lines.append(f"| {label} | {med[key]:,.0f} | {med[key] * ROW_BYTES / 1e6:,.1f} | {min(v):,.0f} | "
                      f"{max(v):,.0f} | {med[key] / med['ceiling']:.1%} | {med[key] / med['queue']:,.1f}x | "
                      f"{med[key] / med['spark_alone']:.0%} |")
-    for key, what in (("parquet", "Parquet path, DataFrame written to the cache"),
-                      ("direct", "Parquet path, DataFrame read from its own files")):
-        nodes, whole = med[f"{key}_path_nodes"], med[f"{key}_path_end_to_end"]
+    for name, what, *_ in VARIANTS[1:3]:
+        nodes, whole = med[f"{name}_nodes"], med[f"{name}_end_to_end"]
         goals = [("nodes receive at least 80% of the ceiling", nodes / med["ceiling"] >= 0.8,
                   f"{nodes / med['ceiling']:.0%}"),
                  (f"a whole {args.epochs}-epoch train() at least 50% of the ceiling", whole / med["ceiling"] >= 0.5,

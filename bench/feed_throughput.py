@@ -14,7 +14,8 @@ All three move the same rows (784 float32 features + an int64 label) into a cons
   Parquet files (written before the runs), which the nodes read from its own files: with the default settings,
   with ``feed_local_cache=0`` (Parquet decoded every epoch) and with single rows batched by tf.data
   (``feed.dataset(label="label").batch(B)``, TensorFlowOnSpark-style code). Reported two ways: the nodes' receive rate
-  (rows from each node's first batch to its last, summed over nodes) and the end-to-end rate of the whole
+  (rows from each node's first batch to its last, summed over nodes; and, as the nodes together, all rows over
+  the span from any node's first batch to any node's last) and the end-to-end rate of the whole
   ``train()`` call (including the Spark path's row count, or the fast path's Parquet write), started once
   both nodes have imported TensorFlow (on 2 cores, TF's import would otherwise compete with the feed). CPU
   seconds per process class during each ``train()`` call are recorded too (psutil).
@@ -218,7 +219,10 @@ def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "", batched: b
     node_rate = sum(n["rows"] / n["seconds"] for n in nodes if n["seconds"])
     # A TF process may exit before the second snapshot: each node measures its own CPU time instead.
     cpu["tf"] = sum(n.get("cpu", 0.0) for n in nodes)
-    return node_rate, received / wall, {**cpu, "wall": wall}
+    # The nodes together: all rows over the span from any node's first batch to any node's last (their
+    # per-node rates summed overstate this when one node starts later than the other).
+    span = max(n["last"] for n in nodes) - min(n["first"] for n in nodes)
+    return node_rate, received / wall, {**cpu, "wall": wall, "together": received / span if span > 0 else 0.0}
 
 
 def main() -> None:
@@ -244,7 +248,7 @@ def main() -> None:
         builder = builder.config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
     spark = builder.getOrCreate()
     runs: dict[str, list[float]] = {key: [] for key in ("ceiling", "queue", "spark_alone")}
-    runs.update({f"{name}_{kind}": [] for name, *_ in VARIANTS for kind in ("nodes", "end_to_end")})
+    runs.update({f"{name}_{kind}": [] for name, *_ in VARIANTS for kind in ("nodes", "together", "end_to_end")})
     cpu: dict[str, list[dict]] = {name: [] for name, *_ in VARIANTS}
     df = make_df(spark, args.rows)
     if args.tfos_only:
@@ -266,6 +270,7 @@ def main() -> None:
             node_rate, e2e, used = tfos_feed(spark, files_df if source == "files" else df, args.rows, args.epochs,
                                              path, batched, env)
             runs[f"{name}_nodes"].append(node_rate)
+            runs[f"{name}_together"].append(used.pop("together"))
             runs[f"{name}_end_to_end"].append(e2e)
             cpu[name].append(used)
         print(f"run {i + 1}: " + ", ".join(f"{k}={v[-1]:,.0f} rows/s" for k, v in runs.items()), flush=True)
@@ -304,6 +309,7 @@ def write_report(args, runs, cpu) -> None:
             ("spark_alone", "spark alone: mapInArrow, batches dropped")]
     for name, label, *_ in VARIANTS:
         rows += [(f"{name}_nodes", f"tfos, {label}: rate received by the TF nodes"),
+                 (f"{name}_together", f"tfos, {label}: the nodes together (first batch of any to last of any)"),
                  (f"{name}_end_to_end", f"tfos, {label}: whole train() call")]
     for key, label in rows:
         v = runs[key]
@@ -329,6 +335,37 @@ def write_report(args, runs, cpu) -> None:
             cells = [statistics.median(u[k] for u in used) for k in ("wall", *CPU_CLASSES)]
             lines.append(f"| {path} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
     _results.save(args.out, lines, runs)
+    plot(runs, os.path.splitext(args.out)[0] + ".png")
+
+
+def plot(runs: dict[str, list[float]], path: str) -> None:
+    """Medians (bars) and min-max (whiskers) of every tfos variant's two rates, against the ceiling and the queue."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name, *_ in VARIANTS]
+    labels = [label for _, label, *_ in VARIANTS]
+    fig, ax = plt.subplots(figsize=(10, 0.9 * len(names) + 1.5))
+    kinds = (("nodes", "tab:blue", "rate received by the TF nodes (summed)"),
+             ("together", "tab:green", "the nodes together"), ("end_to_end", "tab:orange", "whole train() call"))
+    for k, (kind, color, label) in enumerate(kinds):
+        values = [runs[f"{name}_{kind}"] for name in names]
+        med = [statistics.median(v) for v in values]
+        err = [[m - min(v) for m, v in zip(med, values)], [max(v) - m for m, v in zip(med, values)]]
+        ax.barh([i + (k - 1) * 0.27 for i in range(len(names))], med, height=0.27, xerr=err, color=color,
+                label=label)
+    for key, style in (("ceiling", "--"), ("queue", ":")):
+        ax.axvline(statistics.median(runs[key]), color="black", linestyle=style,
+                   label={"ceiling": "ceiling (from_tensor_slices, one process)",
+                          "queue": "TFoS-style queue"}[key])
+    ax.set_yticks(range(len(names)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("rows/s (784 float32 + label), median of the runs; whiskers: min-max")
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from ._driver import launch
 from ._driver.backends import ClassicBackend
 from ._driver.attempt import Attempt
 from ._driver.feeding import FeedMethods, shutdown_limit
+from ._control.finish import finish, state_of
 from ._control.reservation import Phase, Reservation
 from ._control.server import ControlServer
 from ._node.spark_task import local_address_towards
@@ -92,7 +93,6 @@ class TFCluster(FeedMethods):
         self._lifecycle = threading.RLock()  # held while an attempt is being replaced or torn down
         self._display: ProgressDisplay | None = None
         self._info_attempt = 0
-        self._attempt_deadline = 0.0
         self.defaultFS = config.spec.default_fs
         self.working_dir = config.spec.working_dir
         self.num_executors = config.num_executors
@@ -205,24 +205,17 @@ class TFCluster(FeedMethods):
         try:
             if self.input_mode == InputMode.SPARK:
                 end_feed(self._feed_addresses(), self._config.spec.secret)
-            # The monitor decides whether a failure ends the run (self._final) or restarts the cluster.
-            finished = self._wait(lambda: self._final is not None or self._state.training_done(), limit,
-                                  until_failed=False)
-            if self._final is not None:
-                raise self._final
-            if not finished:
+            settings = self._config.settings
+            _, how = finish(_DriverState(self), limit, grace_secs,
+                            stop_wait=settings.stop_grace_secs + 3 * settings.heartbeat_interval + 10)
+            if how == "timeout":
                 assert limit is not None  # only a limit ends the wait unfinished
-                self._abort(f"shutdown timeout of {limit:.0f}s expired")
                 raise ShutdownTimeoutError.expired(
                     limit, f"all nodes were stopped. Still running: {self._running_roles()}.")
-            if grace_secs:
-                time.sleep(grace_secs)
-            with self.server.changed:
-                self._state.request_stop()
-                self.server.changed.notify_all()
-            stop_wait = self._config.settings.stop_grace_secs + 3 * self._config.settings.heartbeat_interval + 10
-            self._wait(self._state.finished, stop_wait)
-            if self._state.phase is Phase.FAILED:
+            if how == "failed":  # the monitor's verdict: not restarted
+                assert self._final is not None
+                raise self._final
+            if self._state.phase is Phase.FAILED or self._final is not None:
                 raise self._failed("A TF node failed while the cluster stopped.")
         except BaseException:
             self._closing = True  # no restart after a failure raised here, a timeout or Ctrl-C
@@ -355,7 +348,7 @@ class TFCluster(FeedMethods):
             attempt = self._attempt
             with attempt.server.changed:
                 state = attempt.reservation
-                lost = state.check_lost() + state.check_hung()
+                lost = attempt.watch.check()
                 ended_early = attempt.job.done() and (attempt.job.error is not None
                                                       or self.input_mode != InputMode.SPARK)
                 if ended_early and not state.finished() and not state.training_done():
@@ -374,7 +367,8 @@ class TFCluster(FeedMethods):
                 return
 
     def _check_restarted(self, attempt: Attempt) -> None:
-        """For a restarted attempt (caller holds its lock): times out its reservation, records its nodes."""
+        """For a restarted attempt (caller holds its lock): records its nodes once they all registered (its
+        watch times out its reservation)."""
         state = attempt.reservation
         if attempt.number == 0 or self._info_attempt == attempt.number:
             return
@@ -383,11 +377,6 @@ class TFCluster(FeedMethods):
             self.cluster_info = state.node_table()
             logger.info("TF cluster %s running again (attempt %s): %s", self.cluster_id, attempt.number,
                         [f"{n['job_name']}:{n['task_index']} at {n['addr']}" for n in self.cluster_info])
-        elif state.phase is Phase.RESERVING and time.monotonic() > self._attempt_deadline:
-            timeout = self._config.settings.reservation_timeout
-            state.abort(NodeFailure(-1, "driver", time=time.time(), message=(
-                f"restart {attempt.number}: nodes {state.missing()} did not register within {timeout:.0f}s "
-                f"(reservation_timeout; {_spark.executor_summary(self.sc)})")))
 
     def _after_failure(self, attempt: Attempt) -> bool:
         """Restarts the cluster if the failure allows it (returns True: keep watching), else ends the run."""
@@ -430,7 +419,6 @@ class TFCluster(FeedMethods):
         new = _attempt.launch(self.sc, self._config.spec, old.number + 1, settings, self._config.host,
                               self._config.spark_nodes, self._config.driver_ps)
         self._config = dataclasses.replace(self._config, spec=new.spec)
-        self._attempt_deadline = time.monotonic() + settings.reservation_timeout
         self._attempt, self.attempt = new, new.number
         self.cluster_meta["server_addr"] = new.server.address
         _attempt.notify(old.server)  # waiters on the old attempt look again
@@ -440,6 +428,36 @@ class TFCluster(FeedMethods):
         grace = self._config.settings.stop_grace_secs + 3 * self._config.settings.heartbeat_interval + 2
         if not attempt.job.join(grace):
             attempt.job.cancel()
+
+
+class _DriverState:
+    """The cluster as ``shutdown()`` sees it (a :class:`~tfos._control.finish.ClusterState`), across restarts: a
+    failed attempt counts as failed only once the monitor decided not to restart it (``_final``)."""
+
+    def __init__(self, cluster: TFCluster) -> None:
+        self.cluster = cluster
+
+    def _state(self) -> dict:
+        cluster = self.cluster
+        with cluster.server.changed:
+            state = state_of(cluster._state)
+        if cluster._final is not None:
+            state["phase"] = "failed"
+        elif state["phase"] == "failed":
+            state["phase"] = "restarting"  # the monitor restarts the cluster or ends the run
+        return state
+
+    def wait(self, done: Callable[[dict], bool], timeout: float | None) -> tuple[dict, bool]:
+        ok = self.cluster._wait(lambda: done(self._state()), timeout, until_failed=False)
+        return self._state(), not ok
+
+    def stop(self) -> None:
+        with self.cluster.server.changed:
+            self.cluster._state.request_stop()
+            self.cluster.server.changed.notify_all()
+
+    def abort(self, reason: str) -> None:
+        self.cluster._abort(reason)
 
 
 @dataclasses.dataclass(frozen=True)

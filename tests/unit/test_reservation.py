@@ -158,15 +158,15 @@ def test_tensorboard_port_is_not_progress_and_progress_table_reports_idle_time()
                         "heartbeat_secs": 0.0, "idle_secs": 0.0}
 
 
-# ----- node 0's watch duties under Spark Connect (tfos._connect.control.HostWatch), same fake clock ------------
+# ----- the watch (tfos._control.watch.Watch), as node 0 runs it under Spark Connect; same fake clock --------
 def host_watch(template, reservation_timeout=30.0):
-    from tfos._connect.control import HostWatch
+    from tfos._connect.control import host_watch as make_watch
     from tfos._node.spec import LaunchSpec
 
     r, clock = make(template)
     launch = LaunchSpec(cluster_id="c1", control_address="", secret="s" * 64, template=template,
                         heartbeat_interval=1.0, reservation_timeout=reservation_timeout, stop_grace_secs=2.0)
-    return HostWatch(r, launch, "10.0.0.1:5000", clock), r, clock
+    return make_watch(r, launch, "10.0.0.1:5000", clock), r, clock
 
 
 def test_host_watch_times_out_the_reservation_naming_the_missing_nodes():

@@ -23,10 +23,12 @@ import threading
 import time
 from typing import Callable
 
-from .._control.reservation import Phase, Reservation
+from .._control.reservation import Reservation
 from .._control.rpc import Channel, Peer
 from .._control.server import ControlServer
+from .._control.finish import state_of
 from .._control.tls import self_signed
+from .._control.watch import Watch
 from .._node.spec import LaunchSpec
 from ..errors import NodeFailure
 
@@ -50,69 +52,28 @@ class ConnectSpec:
     tls_material: tuple[bytes, bytes] | None = dataclasses.field(default=None, repr=False)
 
 
-def state_of(reservation: Reservation) -> dict:
-    """The cluster's state as plain JSON data (call under the control lock)."""
-    return {
-        "phase": reservation.phase.value,
-        "failures": [dataclasses.asdict(f) for f in reservation.failures],
-        "nodes": reservation.node_table(),
-        "missing": reservation.missing(),
-        "training_done": reservation.training_done(),
-        "all_exited": reservation.all_exited(),
-        "abort_reason": reservation.abort_reason,
-        "progress": reservation.progress_table(),
-    }
-
-
 def failures_of(state: dict) -> list[NodeFailure]:
     return [NodeFailure(**f) for f in state.get("failures", [])]
 
 
-class HostWatch:
-    """The driver's watch duties that node 0 does under Spark Connect: lost and hung nodes, the reservation
-    timeout, stopping service nodes once training is done, and when the cluster is over.
-
-    Pure logic over a :class:`Reservation` (call under its lock); time comes from ``clock``, the reservation's.
-    """
-
-    def __init__(self, reservation: Reservation, launch: LaunchSpec, address: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.reservation = reservation
-        self.launch = launch
-        self.address = address
-        self._clock = clock
-        self._started = clock()
-        self._failed_at: float | None = None
-
-    def check(self) -> None:
-        state, launch = self.reservation, self.launch
-        state.check_lost()
-        state.check_hung()
-        if state.phase is Phase.RESERVING and self._clock() - self._started > launch.reservation_timeout:
-            state.abort(NodeFailure(-1, "reservation", time=time.time(), message=(
-                f"nodes {state.missing()} did not register with node 0's control server at {self.address} within "
+def host_watch(reservation: Reservation, launch: LaunchSpec, address: str,
+               clock: Callable[[], float] = time.monotonic) -> Watch:
+    """The driver's watch duties, as node 0 does them under Spark Connect (:class:`~tfos._control.watch.Watch`):
+    it also times out the reservation and, with no driver to ask, stops the service nodes once training is done."""
+    def late(missing: list[int]) -> str:
+        return (f"nodes {missing} did not register with node 0's control server at {address} within "
                 f"{launch.reservation_timeout:.0f}s (reservation_timeout). Likely causes: the executors cannot reach "
-                "each other, or their node tasks were slow to start.")))
-        if state.phase is Phase.RUNNING and state.training_done():
-            state.request_stop()  # no driver to ask: service nodes (ps, evaluator) stop once training is done
-        if state.phase is Phase.FAILED and self._failed_at is None:
-            self._failed_at = self._clock()
+                "each other, or their node tasks were slow to start.")
 
-    def ended(self) -> bool:
-        """The cluster is over: done, or failed and every node exited (or had its time to stop)."""
-        state = self.reservation
-        if state.phase is Phase.DONE:
-            return True
-        if state.phase is not Phase.FAILED:
-            return False
-        grace = self.launch.stop_grace_secs + 3 * self.launch.heartbeat_interval + 5
-        return state.all_exited() or (self._failed_at is not None and self._clock() - self._failed_at > grace)
+    return Watch(reservation, reservation_timeout=launch.reservation_timeout, late_message=late,
+                 stop_when_trained=True, stop_grace=launch.stop_grace_secs + 3 * launch.heartbeat_interval + 5,
+                 clock=clock)
 
 
 class ControlHost:
     """Node 0's control server: the classic :class:`ControlServer` (same :class:`Reservation`, same
     ``tfos.Control`` service and secret, TLS when asked) plus the ``tfos.ConnectState`` service and a thread
-    doing the :class:`HostWatch` duties.
+    doing the driver's watch duties (:func:`host_watch`).
 
     Args:
         spec: the cluster's spec (template, secret, timeouts, TLS).
@@ -135,7 +96,7 @@ class ControlHost:
         self.servicer = self._server.servicer
         self.certificate = self._server.certificate  # what the nodes and the client's tasks trust
         self.address = self._server.address
-        self.watch = HostWatch(reservation, launch, self.address, clock)
+        self.watch = host_watch(reservation, launch, self.address, clock)
 
     @property
     def reservation(self) -> Reservation:

@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Iterable, Iterator, Sequence
 
+from .._control.finish import finish, nodes_gone
 from .._node.gpus import visible_devices
 from .._node.spark_task import launch_detached, node_host, spark_executor
 from .._node.spec import SPARK_MODE, NodePlace
@@ -169,31 +170,37 @@ def _finish(spec: FinishSpec, client: StateClient) -> dict:
         from .._feed.client import end_feed
 
         end_feed(spec.feed_addresses, spec.secret)
-        state, timed_out = _wait(client, lambda s: s["training_done"] or s["phase"] in ("failed", "done"),
-                                 spec.timeout)
-        if timed_out:
-            state = client.call("Abort", {"who": "client", "reason": f"shutdown timeout of {spec.timeout:.0f}s expired"})
-        elif state["phase"] != "failed":
-            time.sleep(spec.grace_secs)
-            client.call("Stop")
+        timed_out = finish(_Node0(client), spec.timeout, spec.grace_secs, spec.stop_wait)[1] == "timeout"
     elif spec.mode == "abort":
         client.call("Abort", {"who": "client", "reason": spec.reason or "stopped by the client"})
     state = client.call("State")
     if spec.mode == "peek":
         return {"state": state, "timed_out": False}
     if spec.mode != "state" or state["phase"] == "failed":
-        state, _ = _wait(client, lambda s: s["all_exited"], spec.stop_wait)
+        _Node0(client).wait(nodes_gone, spec.stop_wait)
         state = client.call("Close")
     return {"state": state, "timed_out": timed_out}
 
 
-def _wait(client: StateClient, done, timeout: float | None, poll: float = 0.5) -> tuple[dict, bool]:
-    """Polls node 0's state until ``done(state)``; returns ``(state, timed_out)``."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        state = client.call("State")
-        if done(state):
-            return state, False
-        if deadline is not None and time.monotonic() >= deadline:
-            return state, True
-        time.sleep(poll)
+class _Node0:
+    """Node 0's cluster state, through its state service (a :class:`~tfos._control.finish.ClusterState`)."""
+
+    def __init__(self, client: StateClient, poll: float = 0.5) -> None:
+        self.client = client
+        self.poll = poll
+
+    def wait(self, done, timeout: float | None) -> tuple[dict, bool]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.client.call("State")
+            if done(state):
+                return state, False
+            if deadline is not None and time.monotonic() >= deadline:
+                return state, True
+            time.sleep(self.poll)
+
+    def stop(self) -> None:
+        self.client.call("Stop")
+
+    def abort(self, reason: str) -> None:
+        self.client.call("Abort", {"who": "client", "reason": reason})

@@ -17,6 +17,7 @@ from . import spark as _spark
 from .._control.reservation import Reservation
 from .._control.server import ControlServer, advertised_host, print_lines
 from .._control.tls import server_material
+from .._control.watch import Watch
 from .._node.spark_task import node_partition
 from .._node.spec import LaunchSpec, NodePlace
 from .._node.supervisor import run_node
@@ -35,6 +36,7 @@ class Attempt:
         server: this attempt's control server.
         job: the Spark job running the node stage.
         driver_nodes: threads running ps nodes on the driver (``driver_ps_nodes=True``).
+        watch: the checks the driver's monitor runs on this attempt's reservation.
     """
 
     number: int
@@ -42,6 +44,7 @@ class Attempt:
     server: ControlServer
     job: _spark.BackgroundJob
     driver_nodes: list[threading.Thread]
+    watch: Watch
 
     @property
     def reservation(self) -> Reservation:
@@ -82,7 +85,20 @@ def launch(sc, base: LaunchSpec, number: int, settings: Settings, host: str, spa
     job.start()
     for thread in driver_nodes:
         thread.start()
-    return Attempt(number, spec, server, job, driver_nodes)
+    return Attempt(number, spec, server, job, driver_nodes, _watch(sc, reservation, number, settings))
+
+
+def _watch(sc, reservation: Reservation, number: int, settings: Settings) -> Watch:
+    """The monitor's checks of attempt ``number``. The first attempt's reservation is waited for by ``run()``
+    (which raises ``ReservationTimeoutError``); a restarted one's by the watch."""
+    timeout = settings.reservation_timeout
+
+    def late(missing: list[int]) -> str:
+        return (f"restart {number}: nodes {missing} did not register within {timeout:.0f}s "
+                f"(reservation_timeout; {_spark.executor_summary(sc)})")
+
+    return Watch(reservation, reservation_timeout=timeout if number else None, late_message=late,
+                 stop_when_trained=False, stop_grace=settings.stop_grace_secs + 3 * settings.heartbeat_interval + 2)
 
 
 def stop(attempt: Attempt, settings: Settings) -> None:

@@ -238,6 +238,9 @@ class FeedServer:
             try:
                 if verdict is None:
                     read.accepted, read.error = self._fill_share(hello, feed)
+            except Exception as exc:  # noqa: BLE001 - the task (and a retried one) must hear it, not a reset
+                logger.exception("reading this node's Parquet share failed")
+                read.error = f"reading this node's Parquet share failed: {type(exc).__name__}: {exc}"
             finally:
                 read.done.set()
         if p.recv_frame(conn)[0] != p.END:

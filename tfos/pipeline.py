@@ -37,7 +37,7 @@ import base64
 import contextlib
 import copy
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param.shared import Param, Params, TypeConverters
@@ -271,7 +271,12 @@ class Namespace:
         ConfigError: ``d`` is none of these.
     """
 
-    argv = None
+    argv: list | None = None
+
+    if TYPE_CHECKING:  # an attribute bag: any name of tf_args
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def __init__(self, d: Any) -> None:
         if isinstance(d, list):
@@ -313,16 +318,16 @@ class TFParams(Params):
         ``self.args`` is left unchanged. Unset params take their default (None included), as in
         TensorFlowOnSpark.
         """
-        local_args = copy.copy(self.args)
+        local_args = copy.copy(self.args) if self.args is not None else Namespace({})
         merged = vars(local_args)
         for param in self.params:
             merged[param.name] = self.getOrDefault(param)
         return local_args
 
 
-def _tf_args(args: Namespace, merged: Namespace) -> Any:
+def _tf_args(args: Namespace | None, merged: Namespace) -> Any:
     """What the TF function receives: the argv list when args came as one, else the merged namespace."""
-    return args.argv if args.argv else merged
+    return args.argv if args is not None and args.argv else merged
 
 
 class _CallExport:
@@ -518,7 +523,7 @@ def decode_objects(encoded: dict) -> dict:
 class _Writer(MLWriter):
     """Spark ML metadata (params as JSON) plus the stage's Python objects, cloudpickled into the metadata."""
 
-    def __init__(self, instance: Params, objects: dict) -> None:
+    def __init__(self, instance: TFParams, objects: dict) -> None:
         super().__init__()
         self.instance = instance
         self.objects = objects
@@ -538,7 +543,7 @@ class _Reader(MLReader):
         objects = decode_objects(metadata.get("tfos", {}))
         args = objects.pop("args", None)
         if self.cls is TFEstimator:
-            instance = TFEstimator(objects.get("train_fn"), args, objects.get("export_fn"))
+            instance = TFEstimator(cast(Callable, objects.get("train_fn")), args, objects.get("export_fn"))
         else:
             instance = self.cls(args)
         instance.args = args if isinstance(args, Namespace) else Namespace(args or {})

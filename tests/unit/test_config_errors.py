@@ -66,3 +66,18 @@ def test_public_surface_is_pinned():
         "TFOSError", "errors",
     ]
     assert tfos.TFCluster.InputMode.TENSORFLOW == 0 and tfos.TFCluster.InputMode.SPARK == 1
+
+
+def test_a_setting_connect_cannot_honour_is_said_not_ignored(caplog):
+    """Under Spark Connect the nodes' output cannot reach the client: forward_logs=all is refused with a warning
+    (the default, forwarding without chatter, is documented as executor logs only)."""
+    import types
+
+    from tfos._driver.backends import ConnectBackend
+
+    request = types.SimpleNamespace(driver_ps_nodes=False)
+    ConnectBackend(None).check_request(request, from_env({}, forward_logs="all"))
+    assert "forward_logs=all (TFOS_FORWARD_LOGS) has no effect with a Spark Connect session" in caplog.text
+    caplog.clear()
+    ConnectBackend(None).check_request(request, from_env({}))
+    assert caplog.text == ""

@@ -34,8 +34,9 @@ from . import example as _example
 from ..errors import DataError
 from .example import BYTES, FLOAT, INT64
 
-_KIND_OF = {ByteType: INT64, ShortType: INT64, IntegerType: INT64, LongType: INT64, BooleanType: INT64,
-            FloatType: FLOAT, DoubleType: FLOAT, StringType: BYTES, BinaryType: BYTES}
+_KIND_OF: dict[type, str] = {
+    ByteType: INT64, ShortType: INT64, IntegerType: INT64, LongType: INT64, BooleanType: INT64,
+    FloatType: FLOAT, DoubleType: FLOAT, StringType: BYTES, BinaryType: BYTES}
 _SUPPORTED = ("integer types, boolean, float, double, string, binary, arrays of those, and ML vectors (written "
               "as float lists)")
 _FLOAT_SCALAR = _example.packed_feature(FLOAT, b"\0\0\0\0")[:-4]  # Feature{float_list{value: <4 bytes>}} head
@@ -197,7 +198,7 @@ def encode_batch(batch: pa.RecordBatch, schema: StructType) -> list[bytes]:
         features = _array_features(arr, kind, field.name) if array else _scalar_features(arr, kind)
         columns.append((_example.entry_prefix(field.name), features))
     entry, example = _example.entry, _example.example_from_entries
-    return [example(entry(prefix, feats[row]) for prefix, feats in columns if feats[row] is not None)
+    return [example(entry(prefix, value) for prefix, feats in columns if (value := feats[row]) is not None)
             for row in range(batch.num_rows)]
 
 

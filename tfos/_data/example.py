@@ -21,7 +21,7 @@ kinds in one Feature (the last wins), and unknown fields (skipped).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -248,7 +248,7 @@ def _decode_entry(buf: bytes, pos: int, end: int) -> tuple[str, tuple[str | None
     return key, value
 
 
-def decode(data: bytes) -> dict[str, tuple[str | None, object]]:
+def decode(data: bytes) -> dict[str, tuple[str | None, Any]]:
     """Parses a serialized ``tf.train.Example``.
 
     Args:

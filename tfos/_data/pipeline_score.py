@@ -30,7 +30,7 @@ class TensorSpec:
     name: str
     dtype: str
     spark_type: str
-    shape: tuple  # per row, without the batch dimension
+    shape: tuple | None  # per row, without the batch dimension; None: unknown rank
 
 
 def read_signature(export_dir: str, signature: str, tag_set: str | None) -> tuple[dict, dict]:
@@ -156,6 +156,7 @@ def load_signature(export_dir: str, signature: str, tag_set: str | None):
     tags = _tags(tag_set)
     if _uses_scoring_cache(tags):
         return scoring._signature(export_dir, signature)
+    assert tags is not None  # no tags use the scoring cache
     key = (export_dir, tuple(tags), signature)
     with _OWN_LOCK:
         if key not in _OWN_MODELS:
@@ -179,6 +180,7 @@ def load_count(export_dir: str, signature: str = "serving_default", tag_set: str
     tags = _tags(tag_set)
     if _uses_scoring_cache(tags):
         return scoring.load_count(export_dir, signature)
+    assert tags is not None  # no tags use the scoring cache
     return _OWN_LOADS.get((export_dir, tuple(tags), signature), 0)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from . import spark as _spark
 from .._connect import session as connect
 from ..errors import ConfigError
 from ..fs import S3A_SETTINGS
 from .launch import TENSORFLOW_MODE
+
+logger = logging.getLogger(__name__)
 
 
 class ClassicBackend:
@@ -70,6 +74,11 @@ class ConnectBackend:
             raise ConfigError(f"max_restarts={config.max_restarts} is not supported with a Spark Connect session: "
                               "a restart needs a control server that outlives the failed nodes, and under Connect "
                               "node 0 hosts it. Use max_restarts=0 (TFOS_MAX_RESTARTS=0), or a classic SparkSession.")
+        if config.forward_logs == "all":
+            logger.warning("forward_logs=all (TFOS_FORWARD_LOGS) has no effect with a Spark Connect session: the "
+                           "client may be unreachable from the executors, so the nodes' output stays in the "
+                           "executors' stderr logs, every line of it; a failure still brings back its last "
+                           "log_tail_lines lines.")
 
     def check_placement(self, nodes: int, wait: float, parallel: bool = False) -> None:
         connect.check_placement(self.spark, nodes, wait, parallel=parallel)

@@ -17,6 +17,7 @@ import json
 import pickle
 import queue
 import select
+import socket
 import threading
 import time
 from typing import Iterable, Iterator, Sequence
@@ -133,7 +134,7 @@ class _Link:
         self.address = target.addresses[node]
         self.rows = 0
         self.verdict: str | None = None
-        self.sock = None
+        self.sock: socket.socket | None = None
         self._answered = False
         try:
             self.sock = p.connect(self.address, target.secret, target.timeout)
@@ -160,13 +161,19 @@ class _Link:
         return FeedError(f"the TF node at {self.address} went away after taking {self.rows} rows from this task: "
                          f"{exc}. The driver's error names the node's failure, if it failed.")
 
+    def _connected(self) -> socket.socket:
+        """The connection (a link without one took no rows: its verdict is already ``stopped``)."""
+        assert self.sock is not None
+        return self.sock
+
     def _read_answer(self) -> None:
         """Reads the node's answer (call once the socket is readable, or before it ticks): a whole frame."""
-        self.sock.settimeout(self.timeout)
+        sock = self._connected()
+        sock.settimeout(self.timeout)
         try:
-            kind, payload = p.recv_frame(self.sock)
+            kind, payload = p.recv_frame(sock)
         finally:
-            self.sock.settimeout(TICK)
+            sock.settimeout(TICK)
         self._answered = kind != p.ACK or self._answered
         if kind == p.STOP:
             self.verdict = "stopped"
@@ -181,7 +188,7 @@ class _Link:
         if self.verdict:
             return
         try:
-            if select.select([self.sock], [], [], 0)[0]:  # the node answered early: it takes no more rows
+            if select.select([self._connected()], [], [], 0)[0]:  # the node answered early: it takes no more rows
                 self._read_answer()
                 return
             header = p.frame_header(kind, len(payload))
@@ -194,9 +201,10 @@ class _Link:
     def _write(self, data, blocked) -> None:
         view = memoryview(data).cast("B")
         since = time.monotonic()
+        sock = self._connected()
         while len(view):
             try:
-                sent = self.sock.send(view[:1 << 22])
+                sent = sock.send(view[:1 << 22])
             except TimeoutError:
                 blocked(self, time.monotonic() - since)
                 continue
@@ -248,7 +256,8 @@ class _Sender(threading.Thread):
                 if item is None:
                     self.outcome = self.link.finish(self.blocked)
                     return
-                self.link.send(*item, self.blocked)
+                kind, payload, rows = item
+                self.link.send(kind, payload, rows, self.blocked)
         except BaseException as exc:  # noqa: BLE001 - handed to the task's thread
             self.error = exc
 
@@ -392,10 +401,18 @@ def describe_status(status: dict, quota: int) -> str:
             f"{status['waiting_tasks']} task(s) waiting to add more; {reader}; the TF process answers")
 
 
+def _plan(target: FeedTarget) -> FeedPlan:
+    """The routing of a Spark-path training job (its targets always carry one)."""
+    assert target.plan is not None
+    return target.plan
+
+
 def _partition_id() -> int:
     from pyspark import TaskContext
 
-    return TaskContext.get().partitionId()
+    context = TaskContext.get()
+    assert context is not None  # called in a Spark task
+    return context.partitionId()
 
 
 def _feed_partition(target: FeedTarget, partition: int, send_all) -> dict:
@@ -414,7 +431,7 @@ def _feed_partition(target: FeedTarget, partition: int, send_all) -> dict:
 
 def _short_partition(target: FeedTarget, partition: int, got: int) -> FeedError:
     return FeedError(
-        f"partition {partition} had {got} rows in {target.what}, fewer than the {target.plan.fed_rows(partition)} "
+        f"partition {partition} had {got} rows in {target.what}, fewer than the {_plan(target).fed_rows(partition)} "
         "it had when train() counted them: the data changed after it was counted. "
         "Feed deterministic data (train() persists it; a non-deterministic source recomputed after an evicted "
         "block changes), or cache it yourself with df.cache() / rdd.cache() before train().")
@@ -432,7 +449,7 @@ def train_rows(target: FeedTarget, iterator: Iterable) -> Iterator[str]:
     partition = _partition_id()
 
     def send_all(feeder: _Feeder) -> None:
-        frames = target.plan.frames(partition, target.chunk_rows)
+        frames = _plan(target).frames(partition, target.chunk_rows)
         frame = next(frames, None)
         chunk: list = []
         got = 0
@@ -460,7 +477,7 @@ def train_arrow(target: FeedTarget, batches: Iterable) -> Iterator:
     partition = _partition_id()
 
     def send_all(feeder: _Feeder) -> None:
-        frames = target.plan.frames(partition, target.chunk_rows)
+        frames = _plan(target).frames(partition, target.chunk_rows)
         frame = next(frames, None)
         parts: list = []
         offset = 0  # the partition's row index of the batch's first row
@@ -513,7 +530,8 @@ def count_rows(index: int, iterator: Iterable) -> Iterator[tuple[int, int]]:
     yield index, sum(1 for _ in iterator)
 
 
-def _infer(address: str, secret: str, timeout: float, chunks: Iterable[tuple[bytes, object, int]]) -> list:
+def _infer(address: str, secret: str, timeout: float,
+           chunks: Iterable[tuple[bytes, bytes | memoryview, int]]) -> list:
     sock = None
     try:
         for kind, payload, rows in chunks:
@@ -524,7 +542,7 @@ def _infer(address: str, secret: str, timeout: float, chunks: Iterable[tuple[byt
         if sock is None:
             return []  # an empty partition needs no node
         p.send_frame(sock, p.END)
-        kind, payload = p.recv_frame(sock)
+        kind, answer = p.recv_frame(sock)
     except (OSError, p.ChannelClosed) as exc:
         raise FeedError(f"inference on the TF node at {address} failed: {exc}. The node may have failed "
                         "(see the driver's error).") from None
@@ -532,9 +550,9 @@ def _infer(address: str, secret: str, timeout: float, chunks: Iterable[tuple[byt
         if sock is not None:
             sock.close()
     if kind != p.RESULTS:
-        reason = payload.decode(errors="replace") if kind == p.ERROR else "the node stopped taking data"
+        reason = answer.decode(errors="replace") if kind == p.ERROR else "the node stopped taking data"
         raise FeedError(f"inference on the TF node at {address} returned no results: {reason}")
-    return pickle.loads(payload)  # chunks: lists of results, or numpy arrays
+    return pickle.loads(answer)  # chunks: lists of results, or numpy arrays
 
 
 def _rows(chunks: list) -> list:

@@ -211,6 +211,7 @@ class FeedServer:
                     continue
                 verdict = self._verdict(feed)
             if not answered:
+                assert verdict is not None  # a put is refused only once a verdict stands, and verdicts stay
                 p.send_frame(conn, *verdict)
                 answered = True
             # then drain what the task already sent, so that it ends cleanly
@@ -384,7 +385,7 @@ class FeedServer:
         with self._cond:
             while True:
                 feed = next(reversed(self._calls), None)
-                spool = self._spools.get(feed)
+                spool = self._spools.get(feed) if feed is not None else None
                 if spool is not None and spool.complete:
                     return spool
                 if spool is None and feed is not None and not self._calls[feed]:

@@ -230,6 +230,7 @@ def _supervise(node: _Node, client: ControlClient, cluster_spec, summary, on_sta
     board, progress = None, {}
     try:
         if node.spec.tensorboard and node.place.worker_num == tensorboard_node(node.spec.template):
+            assert node.log_dir is not None  # _Node gives the TensorBoard node a default one
             board, tb_port = start_tensorboard(node.log_dir, node.place.host)
             progress = {"tb_port": tb_port, "tb_pid": board.pid}
         return _run_child(node, client, cluster_spec, summary, on_started, board, progress)
@@ -271,6 +272,7 @@ def _run_child(node: _Node, client, cluster_spec, summary, on_started, board, pr
     if node.child is None:
         node.start_process(tf_config)
     child = node.child
+    assert child is not None  # start_process made it
     child.send(payload)
     node.sock.close()  # with release_port=False the child holds its own copy until ctx.release_port()
     if node.feed_sock is not None:

@@ -179,6 +179,24 @@ def _hdfs_client(url: str, env: Mapping[str, str]) -> tuple[str, dict]:
     return "pyarrow", {"host": host or "default", "port": port or 0}
 
 
+# hdfs-native file systems, one per client settings, for the life of the process. Not in fsspec's instance
+# cache: fsspec empties that in a forked child (os.register_at_fork), and an hdfs-native client finalized in a
+# forked child hangs there forever (its Rust runtime waits for threads that stayed in the parent). A fork that
+# runs those hooks is common: subprocess.Popen with a preexec_fn (pyspark starts its JVM so), multiprocessing.
+_HDFS_CLIENTS: dict = {}
+_INHERITED: list = []  # in a forked child, the parent's clients: kept, never finalized
+
+
+def _forget_clients_in_child() -> None:
+    global _HDFS_CLIENTS
+    _INHERITED.append(_HDFS_CLIENTS)
+    _HDFS_CLIENTS = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_clients_in_child)
+
+
 def _hdfs_filesystem(url: str, env: Mapping[str, str]):
     client, options = _hdfs_client(url, env)
     if client == "pyarrow":
@@ -191,8 +209,14 @@ def _hdfs_filesystem(url: str, env: Mapping[str, str]):
             "TFOS_HDFS_CLIENT=pyarrow where the cluster provides libhdfs"
         ) from exc
     factory = ViewfsFileSystem if options.pop("protocol") == "viewfs" else HdfsFileSystem
+    key = (factory, tuple(sorted(options.items())))
+    if key in _HDFS_CLIENTS:
+        return _HDFS_CLIENTS[key]
     try:
-        return factory(**options)  # reads the Hadoop configuration; connects on the first request, not here
+        # Reads the Hadoop configuration; connects on the first request, not here. Not in fsspec's instance
+        # cache: see _HDFS_CLIENTS.
+        client = _HDFS_CLIENTS[key] = factory(**options, skip_instance_cache=True)
+        return client
     except (RuntimeError, ValueError) as exc:
         raise StorageError(
             f"hdfs-native could not set up a client for {url} ({_short(exc)}). A namenode without a port must be "

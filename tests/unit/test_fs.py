@@ -242,3 +242,32 @@ def test_tfrecord_round_trip_and_damage(tmp_path):
 ])
 def test_shard_of(config, expected):
     assert shard_of(config) == expected
+
+
+def test_a_fork_after_an_hdfs_client_was_made_does_not_hang(tmp_path):
+    """fsspec empties its instance cache in a forked child, and an hdfs-native client finalized there hangs for
+    ever (its Rust runtime's threads stayed in the parent). pyspark starts its JVM with a preexec_fn, which runs
+    those fork hooks: a driver that had read from HDFS then hung in SparkSession.getOrCreate()."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("hdfs_native")
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import subprocess\n"
+        "from tfos import fs\n"
+        "client, _ = fs.filesystem('hdfs://127.0.0.1:9/x')  # no connection: it connects on the first request\n"
+        "assert fs.filesystem('hdfs://127.0.0.1:9/y')[0] is client  # one client per settings\n"
+        "del client\n"
+        "subprocess.run(['true'], preexec_fn=lambda: None, timeout=20, check=True)\n"
+        "print('forked')\n")
+    import signal
+
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the script and its hung fork
+        out, err = proc.communicate()
+    assert proc.returncode == 0 and out.strip() == "forked", err[-2000:]

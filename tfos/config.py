@@ -43,10 +43,10 @@ feed_seed                      TFOS_FEED_SEED              -1         seed of th
 feed_local_cache               TFOS_FEED_LOCAL_CACHE       1          parquet path, several epochs: each node keeps the
                                                                       same share for the whole train() call (its row
                                                                       groups and rows still reshuffled every epoch)
-                                                                      and a decoded copy of it on its local disk, so
-                                                                      it decodes Parquet once, not every epoch; 0: the
-                                                                      row groups are dealt to the nodes anew every
-                                                                      epoch and decoded every time
+                                                                      and a decoded copy of it (memory up to 256 MiB,
+                                                                      then local disk), so it decodes Parquet once,
+                                                                      not every epoch; 0: the row groups are dealt to
+                                                                      the nodes anew every epoch and decoded each time
 forward_logs                   TFOS_FORWARD_LOGS           1          copy the nodes' output to the driver's stderr: 1
                                                                       (without TensorFlow's C++ start-up chatter, see
                                                                       tfos._node.chatter), all (every line), 0 (none)

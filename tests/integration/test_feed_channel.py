@@ -376,3 +376,26 @@ def test_a_stall_in_a_later_epoch_names_the_epoch(tmp_path):
         assert "rows in epoch 2, its reader took" in outcome["report"]
     finally:
         srv.close()
+
+
+def test_a_retried_spark_path_task_queues_no_row_twice(server):
+    """Spark runs a feeding task again after its executor was lost mid-partition (or speculatively beside it): the
+    second attempt sends the same frames in the same order, and the node queues each frame once."""
+    srv, address = server
+    tgt = target(address, counts=(50,))
+    frames = [[i * 10 + j for j in range(10)] for i in range(5)]
+    first = _Link(0, tgt, partition=0)
+    for rows in frames[:3]:  # the first attempt dies after three frames
+        first.send(p.ROWS, pickle.dumps(rows), len(rows), _never)
+    first.close()
+    feed = DataFeed(srv)
+    got = feed.next_batch(30)
+    again = _Link(0, tgt, partition=0)
+    for rows in frames:
+        again.send(p.ROWS, pickle.dumps(rows), len(rows), _never)
+    assert again.finish(_never) == "ok"
+    got += feed.next_batch(20)
+    assert got == list(range(50)) and srv.queued() == 0
+    other = _Link(0, target(address, counts=(50,), feed_id="next-call"), partition=0)  # a later call: all new
+    other.send(p.ROWS, pickle.dumps([7]), 1, _never)
+    assert other.finish(_never) == "ok" and feed.next_batch(1) == [7]

@@ -57,6 +57,28 @@ def _kept(copy, piece, blocks):
     assert pa.Table.from_batches(list(copy.offer(piece, iter(blocks)))).equals(pa.Table.from_batches(blocks))
 
 
+@pytest.fixture
+def on_disk(monkeypatch):
+    """No memory for kept pieces: every one goes to disk."""
+    monkeypatch.setattr(local, "MEMORY_BYTES", 0)
+
+
+def test_pieces_read_again_are_held_in_memory_up_to_the_budget_then_go_to_disk(tmp_path, monkeypatch):
+    a, b = Piece("a", 0, 0, 10), Piece("a", 1, 0, 10)
+    size = sum(x.nbytes for x in _blocks(10))
+    monkeypatch.setattr(local, "MEMORY_BYTES", size + 1)  # room for one piece
+    copy = LocalCopy([a, b, a, b], parent=str(tmp_path))
+    for piece, start in ((a, 0), (b, 10)):
+        assert copy.take(piece) is None  # a reader asks first, then decodes and offers
+        _kept(copy, piece, _blocks(10, start))
+    assert copy.kept == 2 and list(copy._held) == [a] and len(os.listdir(copy._dir)) == 1  # b overflowed to disk
+    assert pa.Table.from_batches(list(copy.take(a))).equals(_table(10))
+    assert pa.Table.from_batches(list(copy.take(b))).equals(_table(10, 10))
+    assert copy._held == {} and copy._held_bytes == 0 and os.listdir(copy._dir) == []
+    copy.close()
+
+
+@pytest.mark.usefixtures("on_disk")
 def test_a_piece_read_again_is_kept_decoded_and_its_last_read_removes_it(tmp_path):
     a, b, c = Piece("a", 0, 0, 10), Piece("a", 1, 0, 10), Piece("b", 0, 0, 10)
     copy = LocalCopy([a, b, c, a, b, a], parent=str(tmp_path))  # c is read once: never kept
@@ -74,6 +96,7 @@ def test_a_piece_read_again_is_kept_decoded_and_its_last_read_removes_it(tmp_pat
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.usefixtures("on_disk")
 def test_a_copy_cut_short_is_dropped(tmp_path):
     piece = Piece("a", 0, 0, 10)
     copy = LocalCopy([piece, piece], parent=str(tmp_path))
@@ -84,6 +107,7 @@ def test_a_copy_cut_short_is_dropped(tmp_path):
     copy.close()
 
 
+@pytest.mark.usefixtures("on_disk")
 def test_nothing_is_kept_when_the_disk_would_be_left_short(tmp_path, monkeypatch, caplog):
     caplog.set_level("WARNING", logger="tfos._feed.local")
     usage = collections.namedtuple("usage", "total used free")
@@ -133,6 +157,7 @@ def test_pieces_are_decoded_and_shuffled_in_blocks_that_bound_memory(tmp_path, m
     assert got == [list(range(a, a + n)) for a, n in zip(starts, sizes)]  # shuffled within blocks, not across
 
 
+@pytest.mark.usefixtures("on_disk")
 def test_a_copy_that_cannot_be_written_leaves_the_read_going(tmp_path, caplog):
     piece = Piece("a", 0, 0, 10)
     copy = LocalCopy([piece, piece], parent=str(tmp_path / "gone"))  # no such directory

@@ -1,17 +1,19 @@
-"""A node's decoded copy of its Parquet-path share, on its local disk, for the later epochs of one ``train()`` call.
+"""A node's decoded copy of its Parquet-path share, for the later epochs of one ``train()`` call.
 
-Decoding Parquet is the largest cost a node pays on the fast path (``list<float>`` columns decode at about 5 us a
-row of 784 floats here, against about 1 us to shuffle the decoded rows: ``bench/results/feed_throughput.md``).
+Decoding Parquet is the largest cost a node pays on the fast path (``list<float>`` columns decode at about 4.5 us
+a row of 784 floats here, against about 1.3 us to shuffle the decoded rows: ``bench/results/feed_throughput.md``).
 With ``feed_local_cache`` (the default), every node keeps the same pieces for every epoch of a call
 (``tfos._feed.parquet.epoch_shares``), so it can decode each piece once: the first time it reads a piece that it
-reads again later in the call, it writes the decoded rows to an Arrow IPC file; later epochs map that file into
-memory, which costs no decoding and no copy. The last read of a piece removes its file, and the directory goes
-when the call's read ends (or the TF process exits; the supervisor removes the node's work directory even if it
-is killed).
+reads again later in the call, it keeps the decoded batches, in memory up to :data:`MEMORY_BYTES` (they are
+held, not copied), beyond that in an Arrow IPC file on its local disk that later epochs map into memory (no
+decoding, no copy). The last read of a piece drops it, and the directory goes when the call's read ends (or the
+TF process exits; the supervisor removes the node's work directory even if it is killed).
 
-Disk: at most the node's decoded share (about the uncompressed size of its rows), for the length of the call.
-A piece is kept only while the disk keeps :data:`FREE_RESERVE_BYTES` and a tenth of its size free after it;
-otherwise it is decoded again next epoch (logged once).
+Memory: at most :data:`MEMORY_BYTES` per node. Disk: the rest of the node's decoded share (about the
+uncompressed size of its rows), for the length of the call. A piece goes to disk only while the disk keeps
+:data:`FREE_RESERVE_BYTES` and a tenth of its size free after it; otherwise it is decoded again next epoch
+(logged once). Writing to disk costs about as much as one decoding here, so the disk copy pays from the third
+read of a piece on.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from typing import Any, Hashable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
+# Decoded batches a node holds in memory for later epochs; more go to its local disk.
+MEMORY_BYTES = 256 << 20
 # Room a kept piece must leave on the disk (and a tenth of the disk besides).
 FREE_RESERVE_BYTES = 1 << 30
 
 
 class LocalCopy:
-    """Decoded pieces kept for a later read, as memory-mapped Arrow IPC files in one directory.
+    """Decoded pieces kept for a later read: held in memory, or as memory-mapped Arrow IPC files in one directory.
 
     Args:
         reads: every read this node will make in the call, in order (a piece key per read: the same piece
@@ -41,6 +45,8 @@ class LocalCopy:
     def __init__(self, reads: Iterable[Hashable], parent: str | None = None) -> None:
         self._left = collections.Counter(reads)
         self._files: dict[Hashable, str] = {}
+        self._held: dict[Hashable, list] = {}  # pieces kept in memory: their batches
+        self._held_bytes = 0
         self._parent = parent
         self._dir: str | None = None
         self._full = False
@@ -51,13 +57,21 @@ class LocalCopy:
         """The piece's decoded rows, as the record batches it was kept in, if a copy is kept (its last read then
         removes the file), else None; counts a read of the piece either way."""
         self._left[piece] -= 1
+        last = self._left[piece] <= 0
+        if piece in self._held:
+            self.reused += 1
+            batches = self._held[piece]
+            if last:
+                del self._held[piece]
+                self._held_bytes -= sum(b.nbytes for b in batches)
+            return iter(batches)
         path = self._files.get(piece)
         if path is None:
             return None
-        if self._left[piece] <= 0:
+        if last:
             del self._files[piece]
         self.reused += 1
-        return self._read(path, remove=piece not in self._files)
+        return self._read(path, remove=last)
 
     @staticmethod
     def _read(path: str, remove: bool) -> Iterator:
@@ -74,35 +88,66 @@ class LocalCopy:
         yield from batches
 
     def offer(self, piece: Hashable, blocks: Iterable) -> Iterator:
-        """Passes the piece's decoded ``blocks`` on, keeping a copy of them if the piece is read again and the
-        disk has room (a copy cut short, by the disk or by the reader stopping, is dropped)."""
-        if self._left[piece] <= 0 or piece in self._files or self._full:
+        """Passes the piece's decoded ``blocks`` on, keeping them if the piece is read again: held in memory while
+        :data:`MEMORY_BYTES` allows, else written to disk while the disk has room (a copy cut short, by the disk
+        or by the reader stopping, is dropped)."""
+        if self._left[piece] <= 0 or piece in self._files or piece in self._held:
             yield from blocks
             return
+        held: list = []
+        size = 0
+        copy: _Copy | None = None
+        keeping = True
+        try:
+            for block in blocks:
+                if keeping and copy is None and self._held_bytes + size + block.nbytes <= MEMORY_BYTES:
+                    held.append(block)
+                    size += block.nbytes
+                elif keeping:
+                    if copy is None:  # over the memory budget: this piece goes to disk, what is held too
+                        copy, pending, held = self._disk_copy(), held, []
+                        keeping = copy is not None and all(self._write(copy, b) for b in pending)
+                    keeping = keeping and self._write(copy, block)
+                yield block
+            if not keeping:
+                return
+            if copy is None:
+                self._held[piece] = held
+                self._held_bytes += size
+                self.kept += 1
+            elif copy.finish():
+                self._files[piece] = copy.path
+                self.kept += 1
+        finally:
+            if copy is not None:
+                copy.drop()  # unless finished: a copy cut short is not kept
+
+    def _disk_copy(self) -> _Copy | None:
+        """A new file for a piece's copy; None once nothing more is to be kept on disk."""
+        if self._full:
+            return None
         try:
             directory = self._directory()
         except OSError as exc:
             self._give_up(f"cannot make a directory in {self._parent}: {exc}")
-            yield from blocks
-            return
-        path = os.path.join(directory, f"piece-{self._serial}.arrow")
+            return None
         self._serial += 1
-        copy = _Copy(path)
+        return _Copy(os.path.join(directory, f"piece-{self._serial}.arrow"))
+
+    def _write(self, copy: _Copy | None, block) -> bool:
+        """Appends ``block`` to ``copy``; False (the copy dropped) when the disk has no room or the write fails."""
+        if copy is None or not copy.open:
+            return False
+        if not self._room_for(os.path.dirname(copy.path), block.nbytes):
+            copy.drop()
+            return False
         try:
-            for block in blocks:
-                if copy.open and not self._room_for(directory, block.nbytes):
-                    copy.drop()
-                try:
-                    copy.write(block)
-                except OSError as exc:  # the copy is an optimization: the read goes on without it
-                    self._give_up(f"writing {path} failed: {exc}")
-                    copy.drop()
-                yield block
-            if copy.finish():
-                self._files[piece] = path
-                self.kept += 1
-        finally:
-            copy.drop()  # unless finished: a copy cut short is not kept
+            copy.write(block)
+            return True
+        except OSError as exc:  # the copy is an optimization: the read goes on without it
+            self._give_up(f"writing {copy.path} failed: {exc}")
+            copy.drop()
+            return False
 
     def _room_for(self, directory: str, nbytes: int) -> bool:
         """Whether ``nbytes`` more leave the disk its reserve; once not, nothing more is kept (logged once)."""

@@ -79,6 +79,7 @@ class FeedServer:
         self._spool_dir: str | None = None
         self._spool_serial = 0
         self._share_reads: dict[tuple[str, int], _ShareRead] = {}  # fast-path reads, by call and first epoch
+        self._frames_seen: dict[tuple, set[int]] = {}  # Spark-path frames queued, by call, epoch and partition
         self._latest: dict[str, int] = {}  # per call, the epoch whose rows the node queues now
         self._started = self._last_take = time.monotonic()
         self._took_any = False
@@ -172,6 +173,8 @@ class FeedServer:
     def _serve_train(self, conn: socket.socket, hello: dict) -> None:
         feed, key = str(hello.get("feed", "")), _key(hello)
         with self._cond:
+            if feed not in self._calls:  # a new train() call: the frames of older ones are of no use
+                self._frames_seen = {k: v for k, v in self._frames_seen.items() if k[0] == feed}
             self._calls.setdefault(feed, bool(hello.get("validation")))
             self._cond.notify_all()  # a reader of the validation split may wait to learn there is none
         if hello.get("split", "train") == "validation":
@@ -195,15 +198,18 @@ class FeedServer:
         p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {})
         answered, accepted, frames = verdict is not None, 0, 0
         seed = hello.get("seed")
+        sent_by = (feed, key[1], hello.get("partition"))
         while True:
             kind, payload = p.recv_frame(conn)
             if kind == p.END:
                 break
             verdict = verdict or self._verdict(feed)
             if verdict is None:
+                index, frames = frames, frames + 1
+                if not self._first_copy(sent_by, index):
+                    continue  # Spark ran this partition's task again: this frame is queued already
                 data, rows, is_arrow = p.decode(kind, payload)
-                data = parquet.shuffled(data, is_arrow, seed, hello["epoch"], hello.get("partition"), frames)
-                frames += 1
+                data = parquet.shuffled(data, is_arrow, seed, hello["epoch"], hello.get("partition"), index)
                 chunk = Chunk(data, rows, hello["epoch"], hello["quota"], is_arrow, key=key,
                               spill=kind in (p.SPILL_ROWS, p.SPILL_ARROW))
                 if self._put(chunk, feed):
@@ -218,6 +224,17 @@ class FeedServer:
         if not answered:
             verdict = self._verdict(feed)
             p.send_frame(conn, *verdict) if verdict else p.send_json(conn, p.ACK, {"rows": accepted})
+
+    def _first_copy(self, sent_by: tuple, index: int) -> bool:
+        """Whether frame ``index`` of a partition's feeding task (``sent_by``: call, epoch, partition) is new to
+        this node. A task Spark runs again (its executor was lost, or speculation) sends the same frames in the
+        same order (the plan and the persisted data fix them): the node queues each once."""
+        with self._cond:
+            seen = self._frames_seen.setdefault(sent_by, set())
+            if index in seen:
+                return False
+            seen.add(index)
+            return True
 
     def _read_share(self, conn: socket.socket, hello: dict, feed: str, key) -> None:
         """The Parquet fast path (``tfos._feed.parquet``): the node reads its share of each epoch the hello names

@@ -220,7 +220,7 @@ def _share_target(addresses, groups, epoch=0, seed=None, count=1, stall_timeout=
     from tfos._feed import parquet
 
     dealt = parquet.epoch_shares(groups, len(addresses), epoch, count, seed, keep)
-    shares = tuple(tuple(tuple(x.to_json() for x in pieces) for pieces in node) for node in dealt)
+    shares = tuple(tuple(map(tuple, node)) for node in dealt)
     return FeedTarget(tuple(addresses), SECRET, None, "fp", epoch, epochs=epoch + count, count=count, timeout=30,
                       stall_timeout=stall_timeout, chunk_rows=64, seed=seed, keep=keep,
                       quota=sum(g.rows for g in groups) // len(addresses), shares=shares)

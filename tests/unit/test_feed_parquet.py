@@ -3,6 +3,7 @@ from real Parquet files with pyarrow, and where the cache goes. No Spark, no Ten
 
 from __future__ import annotations
 
+import json
 import random
 
 import pyarrow as pa
@@ -51,9 +52,12 @@ def test_fewer_rows_than_nodes_gives_no_share():
     assert quota == 0 and pieces == [[], [], []]
 
 
-def test_pieces_survive_their_json_form():
-    piece = Piece("s3a://b/x.parquet", 2, 5, 9)
-    assert Piece.from_json(piece.to_json()) == piece and piece.rows == 4
+def test_pieces_survive_their_wire_form():
+    a, b = Piece("s3a://b/x.parquet", 2, 5, 9), Piece("s3a://b/y.parquet", 0, 0, 3)
+    c = Piece("s3a://b/x.parquet", 1, 0, 7)
+    wire = parquet.share_to_wire([[a, b], [c, a], []])
+    assert wire["files"] == ["s3a://b/x.parquet", "s3a://b/y.parquet"]  # each path once
+    assert parquet.share_from_wire(json.loads(json.dumps(wire))) == [[a, b], [c, a], []] and a.rows == 4
 
 
 def _write(path, n, row_group_rows):
@@ -191,7 +195,7 @@ class _JobCluster:
             def asDict(self):
                 return dict(self)
 
-        return [Row(path="job", row_group=0, rows=1, bytes=1, problem=None)]
+        return [Row(path="job", row_group=0, rows=1, problem=None)]
 
 
 class _Session:

@@ -24,6 +24,7 @@ from typing import Iterable, Iterator, Sequence
 
 from ..errors import FeedError
 from . import protocol as p
+from .parquet import share_to_wire
 from .plan import FeedPlan, Frame
 
 
@@ -50,14 +51,14 @@ class FeedTarget:
         validation: whether this ``train()`` call has validation data (the nodes' readers learn it from this).
         seed: the call's shuffle seed (``feed_shuffle``); None keeps the rows in the order they come.
         shares: the Parquet fast path (``tfos._feed.parquet``): ``shares[node][i]`` is that node's pieces of
-            epoch ``epoch + i`` (``Piece.to_json``), which the node reads itself; None on the Spark path.
+            epoch ``epoch + i`` (``Piece``), which the node reads itself; None on the Spark path.
         quota: rows each node gets, on the fast path (the Spark path's is ``plan.quota``).
         columns: the columns the nodes read from the files, on the fast path reading a DataFrame's own Parquet
             files; None for the cache (every column).
         count: how many epochs this job feeds from ``epoch`` on: 1 on the Spark path (a job per epoch); on the
             fast path one job feeds them all (each node reads one epoch after the other, with no gap).
-        keep: on the fast path, each node keeps its share decoded on its local disk for the later epochs of the
-            call (``feed_local_cache``, ``tfos._feed.local``).
+        keep: on the fast path, each node keeps its share decoded (in memory, then on its local disk) for the
+            later epochs of the call (``feed_local_cache``, ``tfos._feed.local``).
     """
 
     addresses: tuple[str, ...]
@@ -88,13 +89,10 @@ class FeedTarget:
 
     def node_hello(self, node: int, partition: int) -> dict:
         """The hello of ``node``'s connection: on the fast path it names the node's pieces of each epoch
-        (``files``: the paths; ``epochs``: per epoch, ``[file index, row group, start, stop]`` per piece)."""
+        (``tfos._feed.parquet.share_to_wire``)."""
         hello = {**self.hello, "partition": partition, "node": node}
         if self.shares is not None:
-            files: dict[str, int] = {}
-            epochs = [[[files.setdefault(path, len(files)), group, start, stop] for path, group, start, stop in piece]
-                      for piece in self.shares[node]]
-            hello.update(files=list(files), epochs=epochs, chunk_rows=self.chunk_rows, keep=self.keep,
+            hello.update(share_to_wire(self.shares[node]), chunk_rows=self.chunk_rows, keep=self.keep,
                          columns=list(self.columns) if self.columns is not None else None)
         return hello
 

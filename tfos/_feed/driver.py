@@ -162,9 +162,8 @@ class _ParquetInput:
 
     def target(self, base: FeedTarget, epoch: int, count: int = 1) -> FeedTarget:
         dealt = parquet.epoch_shares(self.groups, self.nodes, epoch, count, base.seed, base.keep)
-        shares = tuple(tuple(tuple(x.to_json() for x in pieces) for pieces in node) for node in dealt)
         return dataclasses.replace(base, epoch=epoch, count=count, quota=self.quota, columns=self.columns,
-                                   shares=shares)
+                                   shares=tuple(tuple(map(tuple, node)) for node in dealt))
 
     def run(self, cluster: FeedBackend, target: FeedTarget, description: str) -> list[dict]:
         fn = _spark.bind(feed.train_parquet, target)

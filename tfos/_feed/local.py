@@ -51,26 +51,22 @@ class LocalCopy:
         self._dir: str | None = None
         self._full = False
         self._serial = 0
-        self.kept = self.reused = 0  # pieces written, pieces read back (for the log and the tests)
+        self.kept = self.reused = 0  # pieces kept (held or written), pieces read back (for the log and the tests)
 
     def take(self, piece: Hashable) -> Iterator | None:
         """The piece's decoded rows, as the record batches it was kept in, if a copy is kept (its last read then
         removes the file), else None; counts a read of the piece either way."""
         self._left[piece] -= 1
         last = self._left[piece] <= 0
+        if piece not in self._held and piece not in self._files:
+            return None
+        self.reused += 1
         if piece in self._held:
-            self.reused += 1
-            batches = self._held[piece]
+            batches = self._held.pop(piece) if last else self._held[piece]
             if last:
-                del self._held[piece]
                 self._held_bytes -= sum(b.nbytes for b in batches)
             return iter(batches)
-        path = self._files.get(piece)
-        if path is None:
-            return None
-        if last:
-            del self._files[piece]
-        self.reused += 1
+        path = self._files.pop(piece) if last else self._files[piece]
         return self._read(path, remove=last)
 
     @staticmethod
@@ -167,7 +163,9 @@ class LocalCopy:
                            "again every epoch (feed_local_cache)", why)
 
     def close(self) -> None:
-        """Removes every kept file and the directory."""
+        """Drops every held piece and removes every kept file and the directory."""
+        self._held.clear()
+        self._held_bytes = 0
         self._files.clear()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -72,13 +72,21 @@ class Piece:
     def rows(self) -> int:
         return self.stop - self.start
 
-    def to_json(self) -> list:
-        return [self.path, self.index, self.start, self.stop]
 
-    @classmethod
-    def from_json(cls, data: Sequence) -> Piece:
-        path, index, start, stop = data
-        return cls(str(path), int(index), int(start), int(stop))
+def share_to_wire(epochs: Sequence[Sequence[Piece]]) -> dict:
+    """One node's pieces of each epoch as JSON data for its hello: ``files`` (each path once) and ``epochs`` (per
+    epoch, ``[file index, row group, start, stop]`` per piece). :func:`share_from_wire` reads it back."""
+    files: dict[str, int] = {}
+    return {"epochs": [[[files.setdefault(p.path, len(files)), p.index, p.start, p.stop] for p in pieces]
+                       for pieces in epochs],
+            "files": list(files)}
+
+
+def share_from_wire(wire: dict) -> list[list[Piece]]:
+    """The pieces of each epoch that :func:`share_to_wire` wrote."""
+    files = wire["files"]
+    return [[Piece(str(files[f]), int(index), int(start), int(stop)) for f, index, start, stop in pieces]
+            for pieces in wire["epochs"]]
 
 
 def epoch_rng(seed: int, *parts: object) -> random.Random:
@@ -182,12 +190,12 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
-FOOTER_SCHEMA = "path string, row_group int, rows long, bytes long, problem string"
+FOOTER_SCHEMA = "path string, row_group int, rows long, problem string"
 
 
 def footers(expected_schema: bytes | None, batches: Iterable) -> Iterator:
-    """``mapInArrow`` body (bound to ``expected_schema``) over a DataFrame of file paths: each file's row groups,
-    their row counts and sizes.
+    """``mapInArrow`` body (bound to ``expected_schema``) over a DataFrame of file paths: each file's row groups
+    and their row counts.
 
     With an ``expected_schema`` (an Arrow schema, serialized by :func:`schema_bytes`), each file is also checked to
     hold those columns with those types; a file that does not gets one row whose ``problem`` says why.
@@ -195,10 +203,10 @@ def footers(expected_schema: bytes | None, batches: Iterable) -> Iterator:
     import pyarrow as pa
 
     expected = pa.ipc.read_schema(pa.py_buffer(expected_schema)) if expected_schema else None
-    out: dict[str, list] = {"path": [], "row_group": [], "rows": [], "bytes": [], "problem": []}
+    out: dict[str, list] = {"path": [], "row_group": [], "rows": [], "problem": []}
 
-    def add(path, index, rows, size, problem=None):
-        for key, value in zip(out, (path, index, rows, size, problem)):
+    def add(path, index, rows, problem=None):
+        for key, value in zip(out, (path, index, rows, problem)):
             out[key].append(value)
 
     for batch in batches:
@@ -206,15 +214,13 @@ def footers(expected_schema: bytes | None, batches: Iterable) -> Iterator:
             handle = _open(path)
             problem = schema_problem(handle.schema_arrow, expected) if expected is not None else None
             if problem:
-                add(path, -1, 0, 0, problem)
+                add(path, -1, 0, problem)
                 continue
             meta = handle.metadata
             for i in range(meta.num_row_groups):
-                group = meta.row_group(i)
-                add(path, i, group.num_rows, group.total_byte_size)
+                add(path, i, meta.row_group(i).num_rows)
     yield pa.RecordBatch.from_pydict(out, schema=pa.schema([
-        ("path", pa.string()), ("row_group", pa.int32()), ("rows", pa.int64()), ("bytes", pa.int64()),
-        ("problem", pa.string())]))
+        ("path", pa.string()), ("row_group", pa.int32()), ("rows", pa.int64()), ("problem", pa.string())]))
 
 
 # ------------------------------------------------------------------------------------------------- direct read

@@ -274,15 +274,15 @@ class FeedServer:
 
     def _fill_share(self, hello: dict, feed: str) -> tuple[int, str | None]:
         """Queues the node's pieces of every epoch of a fast-path hello; returns (rows queued, read error).
-        With ``keep`` (``feed_local_cache``), pieces read again in a later epoch are kept decoded on the local
-        disk (``tfos._feed.local``) until then."""
+        With ``keep`` (``feed_local_cache``), pieces read again in a later epoch are kept decoded (in memory,
+        then on the local disk: ``tfos._feed.local``) until then."""
         accepted = 0
+        share = parquet.share_from_wire(hello)
         keep = None
-        if hello.get("keep") and len(hello["epochs"]) > 1:
-            keep = LocalCopy((piece for _, pieces in self._share_pieces(hello) for piece in pieces),
-                             self._spool_parent or _work_dir())
+        if hello.get("keep") and len(share) > 1:
+            keep = LocalCopy((piece for pieces in share for piece in pieces), self._spool_parent or _work_dir())
         try:
-            for epoch, batches in self._share_epochs(hello, keep):
+            for epoch, batches in self._share_epochs(hello, share, keep):
                 key = (feed, epoch)
                 with self._cond:
                     self._intake.open(key, int(hello.get("quota", 0)))
@@ -301,17 +301,11 @@ class FeedServer:
         return accepted, None
 
     @staticmethod
-    def _share_pieces(hello: dict):
-        """``(epoch, pieces)`` for each epoch of a fast-path hello (see ``FeedTarget.node_hello``)."""
-        files = hello["files"]
-        for offset, pieces in enumerate(hello["epochs"]):
-            yield int(hello["epoch"]) + offset, [parquet.Piece(files[f], group, start, stop)
-                                                 for f, group, start, stop in pieces]
-
-    def _share_epochs(self, hello: dict, keep: LocalCopy | None = None):
-        """``(epoch, record batches)`` for each epoch of a fast-path hello."""
-        for epoch, share in self._share_pieces(hello):
-            yield epoch, parquet.read_pieces(share, int(hello.get("chunk_rows", 1024)), hello.get("seed"), epoch,
+    def _share_epochs(hello: dict, share: list, keep: LocalCopy | None = None):
+        """``(epoch, record batches)`` for each epoch of a fast-path hello, whose pieces are ``share``."""
+        for offset, pieces in enumerate(share):
+            epoch = int(hello["epoch"]) + offset
+            yield epoch, parquet.read_pieces(pieces, int(hello.get("chunk_rows", 1024)), hello.get("seed"), epoch,
                                              hello.get("node"), columns=hello.get("columns"), keep=keep)
 
     def _put(self, chunk: Chunk, feed: str) -> bool:
@@ -345,7 +339,7 @@ class FeedServer:
         try:
             if "epochs" in hello and verdict is None:  # the fast path: this node reads its share from the cache
                 try:
-                    for _, batches in self._share_epochs(hello):
+                    for _, batches in self._share_epochs(hello, parquet.share_from_wire(hello)):
                         for batch in batches:
                             spool.append(token, p.ARROW, p.arrow_payload(batch), batch.num_rows)
                 except FeedError as exc:

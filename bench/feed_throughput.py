@@ -198,7 +198,7 @@ def tfos_feed(spark, df, rows: int, epochs: int, feed_path: str = "", batched: b
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     if feed_path:  # through the environment: older checkouts (bench/feed_routing.py) ignore it
         os.environ["TFOS_FEED_PATH"] = feed_path
-    for key in ("TFOS_FEED_LOCAL_CACHE",):  # the variant's settings, and only those
+    for key in {key for *_, settings in VARIANTS for key in settings}:  # the variant's settings, and only those
         os.environ.pop(key, None)
     os.environ.update(env or {})
     out = tempfile.mkdtemp(prefix="tfos-bench-")
